@@ -1,0 +1,76 @@
+"""Read a checkpoint's files from a local folder or a remote URL (gs://, and anything fsspec knows).
+
+Checkpoints live on local disk for tests and on GCS for Dataflow workers; the model, tokenizer and
+feature extractor all read through these few helpers so that both work the same way and a missing
+file is always reported with its full path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def join(folder: str, name: str) -> str:
+    """`folder/name` for a local folder or a URL."""
+    if _is_remote(folder):
+        return folder.rstrip("/") + "/" + name
+    return os.path.join(folder.removeprefix("file://"), name)
+
+
+def exists(folder: str, name: str) -> bool:
+    """Whether `name` is a file inside `folder`."""
+    path = join(folder, name)
+    if _is_remote(path):
+        import fsspec
+
+        filesystem, inner = fsspec.core.url_to_fs(path)
+        return bool(filesystem.isfile(inner))
+    return os.path.isfile(path)
+
+
+def read_bytes(folder: str, name: str) -> bytes:
+    """The whole content of `folder/name`; FileNotFoundError naming the full path if absent."""
+    path = join(folder, name)
+    if not exists(folder, name):
+        raise FileNotFoundError(f"{path}: no such file")
+    if _is_remote(path):
+        import fsspec
+
+        with fsspec.open(path, "rb") as handle:
+            return handle.read()
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def read_json(folder: str, name: str) -> Any:
+    """Parse `folder/name` as JSON; the error names the file when it is not valid JSON."""
+    data = read_bytes(folder, name)
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{join(folder, name)}: not valid JSON ({error})") from None
+
+
+def local_copy(folder: str, name: str) -> str:
+    """A local path holding `folder/name`: the file itself if local, else a cached download.
+
+    h5py and memory-mapped readers need a real file; remote files are fetched once into a
+    temporary folder that lives as long as the process.
+    """
+    path = join(folder, name)
+    if not _is_remote(path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        return path
+    import tempfile
+
+    target = os.path.join(tempfile.mkdtemp(prefix="wav2vec2-ckpt-"), name)
+    with open(target, "wb") as handle:
+        handle.write(read_bytes(folder, name))
+    return target
