@@ -74,3 +74,23 @@ def local_copy(folder: str, name: str) -> str:
     with open(target, "wb") as handle:
         handle.write(read_bytes(folder, name))
     return target
+
+
+def write_json(folder: str, name: str, obj: Any) -> str:
+    """Write `obj` to `folder/name` as indented, key-sorted UTF-8 JSON; returns the full path.
+
+    This is the layout Hugging Face's `save_pretrained` writes, so saved folders diff cleanly
+    against hub checkpoints. A local folder is created if needed (remote stores have no folders).
+    """
+    path = join(folder, name)
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if _is_remote(path):
+        import fsspec
+
+        with fsspec.open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return path
