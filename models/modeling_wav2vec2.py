@@ -1,0 +1,875 @@
+"""Wav2Vec2 in TensorFlow: the whole model in one file, parameter names as Hugging Face's.
+
+Every layer is a small `tf.Module` whose parameters are registered under the exact name the
+PyTorch checkpoint uses ("encoder.layers.0.attention.q_proj.weight"), together with the layout
+change from PyTorch to TensorFlow. Loading a checkpoint is then a name-for-name copy that can name
+every missing, unexpected or mis-shaped weight (see `models/weights.py`).
+
+Tensors are batch-major and channels-last throughout: audio (B, samples), features (B, T, C).
+
+Padding. The reference (transformers' Wav2Vec2) gives a padded batch the same answers as single
+utterances only for layer-norm ("lv60") models. Here every step that mixes time steps respects the
+attention mask: the group norm of the first convolution takes its statistics over the valid frames
+only, padded frames are zeroed before the positional convolution, and attention never looks at
+padded keys. So with a mask, any item of a padded batch gets what it gets alone, for both
+architectures; without a mask the computation is exactly the reference's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from models.configuration import Wav2Vec2Config
+
+#: PyTorch -> TensorFlow layout of a parameter: "same", "linear" ((out, in) -> (in, out)) or
+#: "conv" ((out, in, kernel) -> (kernel, in, out)).
+Layout = str
+
+_NEG_INF = -1e9  # additive attention bias for padded keys; finite so all-padded rows stay finite
+
+
+def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The activation transformers' ACT2FN gives for `name` (exact erf GELU for "gelu")."""
+    if name == "gelu":
+        return lambda x: tf.nn.gelu(x, approximate=False)
+    if name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+        return lambda x: tf.nn.gelu(x, approximate=True)
+    if name == "relu":
+        return tf.nn.relu
+    if name in ("swish", "silu"):
+        return tf.nn.silu
+    if name == "tanh":
+        return tf.tanh
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+@dataclass
+class Parameter:
+    """A model variable and how a PyTorch tensor of the same name maps onto it."""
+
+    variable: tf.Variable
+    layout: Layout
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        shape = tuple(self.variable.shape)
+        if self.layout == "linear":
+            return shape[::-1]
+        if self.layout == "conv":
+            return (shape[2], shape[1], shape[0])
+        return shape
+
+
+def torch_to_tf(array: np.ndarray, layout: Layout) -> np.ndarray:
+    """Re-lay a PyTorch-layout array for a TensorFlow variable (see `Layout`)."""
+    if layout == "linear":
+        return array.T
+    if layout == "conv":
+        return np.transpose(array, (2, 1, 0))
+    return array
+
+
+class _Layer(tf.Module):
+    """A module whose parameters and children carry their Hugging Face names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._params: dict[str, Parameter] = {}
+        self._children_by_name: dict[str, _Layer] = {}
+
+    def _param(
+        self, name: str, shape: tuple[int, ...], layout: Layout, init: Callable[[], tf.Tensor]
+    ) -> tf.Variable:
+        variable = tf.Variable(init(), name=name.replace(".", "_"), dtype=tf.float32)
+        assert tuple(variable.shape) == shape, (name, variable.shape, shape)
+        self._params[name] = Parameter(variable, layout)
+        return variable
+
+    def _child(self, name: str, layer: _Layer) -> _Layer:
+        self._children_by_name[name] = layer
+        return layer
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """(Hugging Face name, parameter) for every parameter of this layer and its children."""
+        for name, param in self._params.items():
+            yield prefix + name, param
+        for name, child in self._children_by_name.items():
+            yield from child.named_parameters(f"{prefix}{name}.")
+
+
+class _Init:
+    """Seeded initializers shaped like transformers' `_init_weights`, for training from scratch."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = tf.random.Generator.from_seed(seed)
+
+    def normal(self, shape: tuple[int, ...], std: float) -> Callable[[], tf.Tensor]:
+        return lambda: self.generator.normal(shape, stddev=std)
+
+    def uniform(self, shape: tuple[int, ...], bound: float) -> Callable[[], tf.Tensor]:
+        return lambda: self.generator.uniform(shape, -bound, bound)
+
+    @staticmethod
+    def constant(shape: tuple[int, ...], value: float) -> Callable[[], tf.Tensor]:
+        return lambda: tf.fill(shape, tf.constant(value, tf.float32))
+
+
+class Linear(_Layer):
+    def __init__(
+        self, init: _Init, d_in: int, d_out: int, std: float | None = None, bias: bool = True
+    ) -> None:
+        super().__init__()
+        bound = 1 / math.sqrt(d_in)
+        weight_init = (
+            init.normal((d_in, d_out), std)
+            if std is not None
+            else init.uniform((d_in, d_out), bound)
+        )
+        self.weight = self._param("weight", (d_in, d_out), "linear", weight_init)
+        self.bias = None
+        if bias:
+            bias_init = (
+                init.constant((d_out,), 0.0) if std is not None else init.uniform((d_out,), bound)
+            )
+            self.bias = self._param("bias", (d_out,), "same", bias_init)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        y = tf.matmul(x, tf.cast(self.weight, x.dtype))
+        return y if self.bias is None else y + tf.cast(self.bias, x.dtype)
+
+
+class LayerNorm(_Layer):
+    """Normalization over the last axis (PyTorch's nn.LayerNorm: biased variance)."""
+
+    def __init__(self, init: _Init, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = self._param("weight", (dim,), "same", init.constant((dim,), 1.0))
+        self.bias = self._param("bias", (dim,), "same", init.constant((dim,), 0.0))
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return _layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def frame_mask(lengths: tf.Tensor, num_frames: tf.Tensor | int) -> tf.Tensor:
+    """(B, T) float mask, 1 where the frame index is below the item's length."""
+    return tf.sequence_mask(lengths, num_frames, dtype=tf.float32)
+
+
+class ConvLayer(_Layer):
+    """One layer of the feature encoder: conv, optional norm ("group", "layer" or none), activation."""
+
+    def __init__(self, init: _Init, config: Wav2Vec2Config, index: int) -> None:
+        super().__init__()
+        d_in = config.conv_dim[index - 1] if index > 0 else 1
+        d_out = config.conv_dim[index]
+        self.kernel_size = config.conv_kernel[index]
+        self.stride = config.conv_stride[index]
+        self.kernel = self._param(
+            "conv.weight",
+            (self.kernel_size, d_in, d_out),
+            "conv",
+            init.normal(
+                (self.kernel_size, d_in, d_out), math.sqrt(2.0 / (d_in * self.kernel_size))
+            ),
+        )
+        self.bias = None
+        if config.conv_bias:
+            bound = 1 / math.sqrt(d_in * self.kernel_size)
+            self.bias = self._param("conv.bias", (d_out,), "same", init.uniform((d_out,), bound))
+        self.norm = None
+        if config.feat_extract_norm == "layer":
+            self.norm = "layer"
+        elif config.feat_extract_norm == "group" and index == 0:
+            self.norm = "group"
+        if self.norm is not None:
+            # PyTorch's GroupNorm / LayerNorm in the conv stack keep their default eps (1e-5).
+            self.norm_weight = self._param(
+                "layer_norm.weight", (d_out,), "same", init.constant((d_out,), 1.0)
+            )
+            self.norm_bias = self._param(
+                "layer_norm.bias", (d_out,), "same", init.constant((d_out,), 0.0)
+            )
+        self.activation = _activation(config.feat_extract_activation)
+
+    def output_lengths(self, lengths: tf.Tensor) -> tf.Tensor:
+        return tf.maximum((lengths - self.kernel_size) // self.stride + 1, 0)
+
+    def __call__(self, x: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
+        x = tf.nn.conv1d(x, tf.cast(self.kernel, x.dtype), stride=self.stride, padding="VALID")
+        if self.bias is not None:
+            x = x + tf.cast(self.bias, x.dtype)
+        if self.norm == "layer":
+            x = _layer_norm(x, self.norm_weight, self.norm_bias, 1e-5)
+        elif self.norm == "group":
+            x = _group_norm_over_time(x, self.norm_weight, self.norm_bias, lengths, 1e-5)
+        return self.activation(x)
+
+
+def _layer_norm(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable, eps: float) -> tf.Tensor:
+    dtype = x.dtype
+    x = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return tf.cast((x - mean) * tf.math.rsqrt(variance + eps) * weight + bias, dtype)
+
+
+def _group_norm_over_time(
+    x: tf.Tensor, weight: tf.Variable, bias: tf.Variable, lengths: tf.Tensor | None, eps: float
+) -> tf.Tensor:
+    """GroupNorm with one group per channel: each channel normalized over time.
+
+    With `lengths`, the statistics come from each item's valid frames only, so that padding does
+    not change an item's features (the reference includes the padding in its statistics).
+    """
+    dtype = x.dtype
+    x = tf.cast(x, tf.float32)
+    if lengths is None:
+        mean, variance = tf.nn.moments(x, axes=[1], keepdims=True)
+    else:
+        mask = frame_mask(lengths, tf.shape(x)[1])[:, :, None]
+        count = tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None, None]
+        mean = tf.reduce_sum(x * mask, axis=1, keepdims=True) / count
+        variance = tf.reduce_sum(tf.square((x - mean) * mask), axis=1, keepdims=True) / count
+    return tf.cast((x - mean) * tf.math.rsqrt(variance + eps) * weight + bias, dtype)
+
+
+class FeatureEncoder(_Layer):
+    """The convolution stack that turns 16 kHz samples into 50 Hz feature frames."""
+
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.conv_layers = [
+            self._child(f"conv_layers.{i}", ConvLayer(init, config, i))
+            for i in range(config.num_feat_extract_layers)
+        ]
+
+    def __call__(self, input_values: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
+        x = input_values[:, :, None]
+        for layer in self.conv_layers:
+            if lengths is not None:
+                lengths = layer.output_lengths(lengths)
+            x = layer(x, lengths)
+        return x
+
+
+class FeatureProjection(_Layer):
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.layer_norm = self._child(
+            "layer_norm", LayerNorm(init, config.conv_dim[-1], config.layer_norm_eps)
+        )
+        self.projection = self._child(
+            "projection", Linear(init, config.conv_dim[-1], config.hidden_size)
+        )
+
+    def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        normed = self.layer_norm(x)
+        return self.projection(normed), normed
+
+
+class PositionalConvEmbedding(_Layer):
+    """Grouped convolution over time, "same" padded; weight norm is folded into `conv.weight`."""
+
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.kernel_size = config.num_conv_pos_embeddings
+        groups = config.num_conv_pos_embedding_groups
+        d = config.hidden_size
+        std = 2 * math.sqrt(1 / (self.kernel_size * d))
+        self.kernel = self._param(
+            "conv.weight",
+            (self.kernel_size, d // groups, d),
+            "conv",
+            init.normal((self.kernel_size, d // groups, d), std),
+        )
+        self.bias = self._param("conv.bias", (d,), "same", init.constant((d,), 0.0))
+        self.activation = _activation(config.feat_extract_activation)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        pad = self.kernel_size // 2
+        padded = tf.pad(x, [[0, 0], [pad, pad], [0, 0]])
+        y = tf.nn.conv1d(padded, tf.cast(self.kernel, x.dtype), stride=1, padding="VALID")
+        # An even kernel gives one frame too many (PyTorch's SamePad drops the last).
+        y = y[:, : tf.shape(x)[1]] + tf.cast(self.bias, x.dtype)
+        return self.activation(y)
+
+
+class Attention(_Layer):
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        d = config.hidden_size
+        std = config.initializer_range
+        self.num_heads = config.num_attention_heads
+        self.head_dim = d // self.num_heads
+        self.q_proj = self._child("q_proj", Linear(init, d, d, std))
+        self.k_proj = self._child("k_proj", Linear(init, d, d, std))
+        self.v_proj = self._child("v_proj", Linear(init, d, d, std))
+        self.out_proj = self._child("out_proj", Linear(init, d, d, std))
+        self.dropout = config.attention_dropout
+
+    def __call__(self, x: tf.Tensor, key_bias: tf.Tensor | None, training: bool) -> tf.Tensor:
+        batch, frames = tf.shape(x)[0], tf.shape(x)[1]
+        shape = [batch, frames, self.num_heads, self.head_dim]
+        q = tf.reshape(self.q_proj(x), shape)
+        k = tf.reshape(self.k_proj(x), shape)
+        v = tf.reshape(self.v_proj(x), shape)
+        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) * tf.cast(self.head_dim**-0.5, x.dtype)
+        if key_bias is not None:
+            scores = scores + tf.cast(key_bias, scores.dtype)
+        weights = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
+        if training and self.dropout > 0:
+            weights = tf.nn.dropout(weights, self.dropout)
+        context = tf.einsum("bhqk,bkhd->bqhd", tf.cast(weights, x.dtype), v)
+        return self.out_proj(tf.reshape(context, [batch, frames, self.num_heads * self.head_dim]))
+
+
+class FeedForward(_Layer):
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        std = config.initializer_range
+        self.intermediate_dense = self._child(
+            "intermediate_dense", Linear(init, config.hidden_size, config.intermediate_size, std)
+        )
+        self.output_dense = self._child(
+            "output_dense", Linear(init, config.intermediate_size, config.hidden_size, std)
+        )
+        self.activation = _activation(config.hidden_act)
+        self.activation_dropout = config.activation_dropout
+        self.hidden_dropout = config.hidden_dropout
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        x = self.activation(self.intermediate_dense(x))
+        x = _dropout(x, self.activation_dropout, training)
+        return _dropout(self.output_dense(x), self.hidden_dropout, training)
+
+
+def _dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
+    return tf.nn.dropout(x, rate) if training and rate > 0 else x
+
+
+class EncoderLayer(_Layer):
+    """A transformer block: post-norm (base) or pre-norm ("stable layer norm", lv60)."""
+
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.pre_norm = config.do_stable_layer_norm
+        self.attention = self._child("attention", Attention(init, config))
+        self.layer_norm = self._child(
+            "layer_norm", LayerNorm(init, config.hidden_size, config.layer_norm_eps)
+        )
+        self.feed_forward = self._child("feed_forward", FeedForward(init, config))
+        self.final_layer_norm = self._child(
+            "final_layer_norm", LayerNorm(init, config.hidden_size, config.layer_norm_eps)
+        )
+        self.hidden_dropout = config.hidden_dropout
+
+    def __call__(self, x: tf.Tensor, key_bias: tf.Tensor | None, training: bool) -> tf.Tensor:
+        if self.pre_norm:
+            attended = self.attention(self.layer_norm(x), key_bias, training)
+            x = x + _dropout(attended, self.hidden_dropout, training)
+            return x + self.feed_forward(self.final_layer_norm(x), training)
+        attended = self.attention(x, key_bias, training)
+        x = self.layer_norm(x + _dropout(attended, self.hidden_dropout, training))
+        return self.final_layer_norm(x + self.feed_forward(x, training))
+
+
+class Encoder(_Layer):
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.pre_norm = config.do_stable_layer_norm
+        self.pos_conv_embed = self._child("pos_conv_embed", PositionalConvEmbedding(init, config))
+        self.layer_norm = self._child(
+            "layer_norm", LayerNorm(init, config.hidden_size, config.layer_norm_eps)
+        )
+        self.layers = [
+            self._child(f"layers.{i}", EncoderLayer(init, config))
+            for i in range(config.num_hidden_layers)
+        ]
+        self.hidden_dropout = config.hidden_dropout
+
+    def __call__(
+        self, x: tf.Tensor, mask: tf.Tensor | None, training: bool
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """Returns the last hidden state and the reference's `hidden_states`.
+
+        `hidden_states` is the input of the first layer followed by each layer's output, as
+        transformers records them; for the pre-norm encoder the final layer norm is applied to the
+        last hidden state only.
+        """
+        key_bias = None
+        if mask is not None:
+            x = x * tf.cast(mask[:, :, None], x.dtype)
+            key_bias = ((1.0 - mask) * _NEG_INF)[:, None, None, :]
+        x = x + self.pos_conv_embed(x)
+        if not self.pre_norm:
+            x = self.layer_norm(x)
+        x = _dropout(x, self.hidden_dropout, training)
+        states = [x]
+        for layer in self.layers:
+            x = layer(x, key_bias, training)
+            states.append(x)
+        if self.pre_norm:
+            x = self.layer_norm(x)
+        return x, states
+
+
+@dataclass
+class Wav2Vec2Output:
+    """What a model call returns; fields a head does not produce are None.
+
+    Attribute access as in transformers' output classes, plus `output["logits"]`.
+    """
+
+    last_hidden_state: tf.Tensor | None = None
+    extract_features: tf.Tensor | None = None
+    hidden_states: tuple[tf.Tensor, ...] | None = None
+    logits: tf.Tensor | None = None
+    loss: tf.Tensor | None = None
+    projected_states: tf.Tensor | None = None
+    projected_quantized_states: tf.Tensor | None = None
+    codevector_perplexity: tf.Tensor | None = None
+    codevector_ids: tf.Tensor | None = None
+    #: (B, T) 1.0 on each item's valid frames, when an attention mask was given.
+    frame_mask: tf.Tensor | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+class Wav2Vec2MainLayer(_Layer):
+    """The bare encoder (transformers' Wav2Vec2Model): conv features -> projection -> transformer."""
+
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_extractor = self._child("feature_extractor", FeatureEncoder(init, config))
+        self.feature_projection = self._child("feature_projection", FeatureProjection(init, config))
+        self.masked_spec_embed = None
+        if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+            self.masked_spec_embed = self._param(
+                "masked_spec_embed",
+                (config.hidden_size,),
+                "same",
+                init.uniform((config.hidden_size,), 1.0),
+            )
+        self.encoder = self._child("encoder", Encoder(init, config))
+
+    def __call__(
+        self,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+        mask_time_indices: tf.Tensor | None,
+        training: bool,
+    ) -> Wav2Vec2Output:
+        sample_lengths = None
+        if attention_mask is not None:
+            sample_lengths = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
+        features = self.feature_extractor(input_values, sample_lengths)
+        mask = None
+        if sample_lengths is not None:
+            frames = self.feature_lengths(sample_lengths)
+            mask = frame_mask(frames, tf.shape(features)[1])
+        hidden, extract_features = self.feature_projection(features)
+        hidden = _dropout(hidden, self.config.feat_proj_dropout, training)
+        if mask_time_indices is not None:
+            if self.masked_spec_embed is None:
+                raise ValueError(
+                    "mask_time_indices needs masked_spec_embed, which this checkpoint does not have "
+                    "(mask_time_prob and mask_feature_prob are 0 in its config)"
+                )
+            chosen = tf.cast(mask_time_indices, tf.bool)[:, :, None]
+            hidden = tf.where(chosen, tf.cast(self.masked_spec_embed, hidden.dtype), hidden)
+        last, states = self.encoder(hidden, mask, training)
+        return Wav2Vec2Output(
+            last_hidden_state=last,
+            extract_features=extract_features,
+            hidden_states=tuple(states),
+            frame_mask=mask,
+        )
+
+    def feature_lengths(self, sample_lengths: tf.Tensor) -> tf.Tensor:
+        """Valid output frames for items of `sample_lengths` samples."""
+        lengths = sample_lengths
+        for layer in self.feature_extractor.conv_layers:
+            lengths = layer.output_lengths(lengths)
+        return lengths
+
+
+def ctc_loss(
+    logits: tf.Tensor,
+    labels: tf.Tensor,
+    frame_lengths: tf.Tensor,
+    blank: int,
+    reduction: str,
+    zero_infinity: bool,
+) -> tf.Tensor:
+    """CTC loss with the reference's conventions (PyTorch's ctc_loss as transformers calls it).
+
+    Labels equal to -100 or to the blank are padding. An item whose labels cannot be aligned to its
+    frames (too few frames for the labels and their repeats) has an infinite loss, zeroed when
+    `zero_infinity`. "mean" divides each item's loss by its label count, then averages the batch;
+    "sum" adds the items.
+    """
+    labels = tf.cast(labels, tf.int32)
+    keep = tf.logical_and(labels != -100, labels != blank)
+    target_lengths = tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1)
+    dense = tf.ragged.boolean_mask(labels, keep).to_tensor(default_value=0)
+    dense = tf.pad(dense, [[0, 0], [0, 1]])  # at least one column, also for empty labels
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    per_item = tf.nn.ctc_loss(
+        labels=dense,
+        logits=log_probs,
+        label_length=target_lengths,
+        logit_length=frame_lengths,
+        logits_time_major=False,
+        blank_index=blank,
+    )
+    position = tf.range(tf.shape(dense)[1] - 1)[None, :]
+    repeats = tf.logical_and(
+        dense[:, 1:] == dense[:, :-1], position < (target_lengths - 1)[:, None]
+    )
+    needed = target_lengths + tf.reduce_sum(tf.cast(repeats, tf.int32), axis=-1)
+    feasible = tf.cast(frame_lengths, tf.int32) >= needed
+    per_item = tf.where(feasible, per_item, tf.constant(np.inf, tf.float32))
+    if zero_infinity:
+        per_item = tf.where(feasible, per_item, tf.zeros_like(per_item))
+    if reduction == "mean":
+        return tf.reduce_mean(per_item / tf.cast(tf.maximum(target_lengths, 1), tf.float32))
+    return tf.reduce_sum(per_item)
+
+
+class Wav2Vec2PreTrainedModel(_Layer):
+    """Shared loading and calling; subclasses add a head on the bare encoder.
+
+    `from_pretrained` builds the model from config.json and copies every weight of
+    model.safetensors (or tf_model.h5) into it by name; see `models/weights.py` for the rules.
+    """
+
+    #: Prefix of the encoder's weights in the checkpoint ("" for the bare model).
+    base_prefix: str = "wav2vec2."
+    #: The reference's class name, as `architectures` in config.json spells it.
+    architecture: str = ""
+
+    def __init__(self, config: Wav2Vec2Config, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self._init = _Init(seed)
+        self.wav2vec2 = Wav2Vec2MainLayer(self._init, config)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        yield from self.wav2vec2.named_parameters(prefix + self.base_prefix)
+        yield from super().named_parameters(prefix)
+
+    @classmethod
+    def from_pretrained(cls, path: str) -> Wav2Vec2PreTrainedModel:
+        """Load a Hugging Face checkpoint folder (local or gs://)."""
+        from models.weights import load_checkpoint_into
+
+        config = Wav2Vec2Config.from_pretrained(path)
+        model = cls(config)
+        load_checkpoint_into(model, path)
+        return model
+
+    def save_pretrained(self, path: str) -> None:
+        """Write config.json and model.safetensors in the Hugging Face layout."""
+        from models.weights import save_checkpoint
+
+        save_checkpoint(self, path)
+
+    def __call__(
+        self,
+        input_values: Any,
+        attention_mask: Any = None,
+        output_hidden_states: bool = False,
+        labels: Any = None,
+        training: bool = False,
+        mask_time_indices: Any = None,
+    ) -> Wav2Vec2Output:
+        """Run the model on a (batch, samples) array of normalized 16 kHz audio.
+
+        `attention_mask` (batch, samples) marks real samples with 1 and padding with 0. Inputs may
+        be numpy arrays, lists or tensors. `hidden_states` is filled only when
+        `output_hidden_states`; `loss` only when `labels` are given.
+        """
+        input_values, attention_mask = self._check_inputs(input_values, attention_mask)
+        if mask_time_indices is not None:
+            mask_time_indices = tf.convert_to_tensor(mask_time_indices)
+        output = self.forward(input_values, attention_mask, mask_time_indices, training)
+        if labels is not None:
+            output.loss = self.compute_loss(output, labels, input_values, attention_mask)
+        if not output_hidden_states:
+            output.hidden_states = None
+        return output
+
+    def forward(
+        self,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+        mask_time_indices: tf.Tensor | None,
+        training: bool,
+    ) -> Wav2Vec2Output:
+        """The traceable computation (tensors in, tensors out): safe inside tf.function and XLA."""
+        return self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
+
+    def compute_loss(
+        self,
+        output: Wav2Vec2Output,
+        labels: Any,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+    ) -> tf.Tensor:
+        raise ValueError(f"{type(self).__name__} has no loss; call it without labels")
+
+    def feature_lengths(
+        self, input_values: tf.Tensor, attention_mask: tf.Tensor | None
+    ) -> tf.Tensor:
+        """Valid output frames per item."""
+        if attention_mask is None:
+            samples = tf.fill([tf.shape(input_values)[0]], tf.shape(input_values)[1])
+        else:
+            samples = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
+        return self.wav2vec2.feature_lengths(samples)
+
+    def _check_inputs(
+        self, input_values: Any, attention_mask: Any
+    ) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """Convert to tensors and refuse what the convolution stack cannot take, with a clear error."""
+        values = tf.convert_to_tensor(input_values)
+        if values.dtype != tf.float32:
+            values = tf.cast(values, tf.float32)
+        if values.shape.rank != 2:
+            raise ValueError(
+                f"input_values must be (batch, samples); got shape {tuple(values.shape)}"
+            )
+        needed = self.config.receptive_field
+        if values.shape[1] is not None and values.shape[1] < needed:
+            raise ValueError(
+                f"input has {values.shape[1]} samples; the model needs at least {needed} "
+                f"(one frame of its convolution stack, {needed / 16000 * 1000:.0f} ms at 16 kHz)"
+            )
+        if attention_mask is None:
+            return values, None
+        mask = tf.convert_to_tensor(attention_mask)
+        if tuple(mask.shape) != tuple(values.shape):
+            raise ValueError(
+                f"attention_mask shape {tuple(mask.shape)} differs from input_values shape "
+                f"{tuple(values.shape)}"
+            )
+        mask = tf.cast(mask, tf.int32)
+        if tf.executing_eagerly():
+            lengths = tf.reduce_sum(mask, axis=-1).numpy()
+            short = [i for i, n in enumerate(lengths) if n < needed]
+            if short:
+                raise ValueError(
+                    f"items {short} have {[int(lengths[i]) for i in short]} unmasked samples; the "
+                    f"model needs at least {needed} per item"
+                )
+        return values, mask
+
+
+class TFWav2Vec2Model(Wav2Vec2PreTrainedModel):
+    """The bare encoder: last_hidden_state, extract_features and hidden_states."""
+
+    base_prefix = ""
+    architecture = "Wav2Vec2Model"
+
+
+class TFWav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
+    """Encoder + linear CTC head over the vocabulary (speech recognition)."""
+
+    architecture = "Wav2Vec2ForCTC"
+
+    def __init__(self, config: Wav2Vec2Config, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        self.lm_head = self._child(
+            "lm_head",
+            Linear(self._init, config.hidden_size, config.vocab_size, config.initializer_range),
+        )
+
+    def forward(
+        self,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+        mask_time_indices: tf.Tensor | None,
+        training: bool,
+    ) -> Wav2Vec2Output:
+        output = self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
+        hidden = _dropout(output.last_hidden_state, self.config.final_dropout, training)
+        output.logits = self.lm_head(hidden)
+        return output
+
+    def compute_loss(
+        self,
+        output: Wav2Vec2Output,
+        labels: Any,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+    ) -> tf.Tensor:
+        labels = tf.convert_to_tensor(labels)
+        if int(tf.reduce_max(labels)) >= self.config.vocab_size:
+            raise ValueError(f"label values must be < vocab_size ({self.config.vocab_size})")
+        return ctc_loss(
+            output.logits,
+            labels,
+            self.feature_lengths(input_values, attention_mask),
+            blank=self.config.pad_token_id,
+            reduction=self.config.ctc_loss_reduction,
+            zero_infinity=self.config.ctc_zero_infinity,
+        )
+
+
+class TFWav2Vec2ForSequenceClassification(Wav2Vec2PreTrainedModel):
+    """Encoder + mean-pooled projection + classifier (keyword spotting, emotion, language id)."""
+
+    architecture = "Wav2Vec2ForSequenceClassification"
+
+    def __init__(self, config: Wav2Vec2Config, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        init = self._init
+        if config.use_weighted_layer_sum:
+            layers = config.num_hidden_layers + 1
+            self.layer_weights = self._param(
+                "layer_weights", (layers,), "same", init.constant((layers,), 1.0 / layers)
+            )
+        self.projector = self._child(
+            "projector",
+            Linear(init, config.hidden_size, config.classifier_proj_size, config.initializer_range),
+        )
+        self.classifier = self._child(
+            "classifier",
+            Linear(init, config.classifier_proj_size, config.num_labels, config.initializer_range),
+        )
+
+    def forward(
+        self,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+        mask_time_indices: tf.Tensor | None,
+        training: bool,
+    ) -> Wav2Vec2Output:
+        output = self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
+        if self.config.use_weighted_layer_sum:
+            stacked = tf.stack(output.hidden_states, axis=0)
+            weights = tf.nn.softmax(self.layer_weights)
+            hidden = tf.tensordot(tf.cast(weights, stacked.dtype), stacked, axes=[[0], [0]])
+        else:
+            hidden = output.last_hidden_state
+        projected = self.projector(hidden)
+        if output.frame_mask is None:
+            pooled = tf.reduce_mean(projected, axis=1)
+        else:
+            mask = tf.cast(output.frame_mask, projected.dtype)[:, :, None]
+            pooled = tf.reduce_sum(projected * mask, axis=1) / tf.reduce_sum(mask, axis=1)
+        output.logits = self.classifier(pooled)
+        return output
+
+    def compute_loss(
+        self,
+        output: Wav2Vec2Output,
+        labels: Any,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+    ) -> tf.Tensor:
+        labels = tf.reshape(tf.cast(tf.convert_to_tensor(labels), tf.int32), [-1])
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.cast(output.logits, tf.float32)
+        )
+        return tf.reduce_mean(losses)
+
+
+class GumbelVectorQuantizer(_Layer):
+    """Product quantizer of the pretraining head: one codevector per group for each frame.
+
+    Inference only: the hard argmax choice, as the reference does in eval mode.
+    """
+
+    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.groups = config.num_codevector_groups
+        self.per_group = config.num_codevectors_per_group
+        width = config.codevector_dim // self.groups
+        self.codevectors = self._param(
+            "codevectors",
+            (1, self.groups * self.per_group, width),
+            "same",
+            init.uniform((1, self.groups * self.per_group, width), 1.0),
+        )
+        self.weight_proj = self._child(
+            "weight_proj", Linear(init, config.conv_dim[-1], self.groups * self.per_group, 1.0)
+        )
+
+    def __call__(
+        self, features: tf.Tensor, mask_time_indices: tf.Tensor | None
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Returns (quantized features, perplexity, codevector ids (B, T, groups))."""
+        batch, frames = tf.shape(features)[0], tf.shape(features)[1]
+        scores = tf.reshape(
+            tf.cast(self.weight_proj(features), tf.float32),
+            [batch, frames, self.groups, self.per_group],
+        )
+        ids = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        probs = tf.one_hot(ids, self.per_group, dtype=tf.float32)
+        flat = tf.reshape(probs, [-1, self.groups, self.per_group])
+        if mask_time_indices is None:
+            marginal = tf.reduce_mean(flat, axis=0)
+        else:
+            chosen = tf.cast(tf.reshape(mask_time_indices, [-1]), tf.float32)[:, None, None]
+            marginal = tf.reduce_sum(flat * chosen, axis=0) / tf.reduce_sum(chosen)
+        entropy = -tf.reduce_sum(tf.math.xlogy(marginal, marginal), axis=-1)
+        perplexity = tf.reduce_sum(tf.exp(entropy))
+        table = tf.reshape(self.codevectors, [self.groups, self.per_group, -1])
+        quantized = tf.einsum("btgv,gvd->btgd", probs, table)
+        return tf.reshape(quantized, [batch, frames, -1]), perplexity, ids
+
+
+class TFWav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
+    """Encoder + quantizer + projections: the discrete codevector ids of each frame (inference)."""
+
+    architecture = "Wav2Vec2ForPreTraining"
+
+    def __init__(self, config: Wav2Vec2Config, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        init = self._init
+        self.quantizer = self._child("quantizer", GumbelVectorQuantizer(init, config))
+        self.project_hid = self._child(
+            "project_hid", Linear(init, config.hidden_size, config.proj_codevector_dim)
+        )
+        self.project_q = self._child(
+            "project_q", Linear(init, config.codevector_dim, config.proj_codevector_dim)
+        )
+
+    def forward(
+        self,
+        input_values: tf.Tensor,
+        attention_mask: tf.Tensor | None,
+        mask_time_indices: tf.Tensor | None,
+        training: bool,
+    ) -> Wav2Vec2Output:
+        output = self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
+        output.projected_states = self.project_hid(output.last_hidden_state)
+        quantized, perplexity, ids = self.quantizer(output.extract_features, mask_time_indices)
+        output.projected_quantized_states = self.project_q(quantized)
+        output.codevector_perplexity = perplexity
+        output.codevector_ids = ids
+        return output
+
+
+#: Our class for each `architectures` entry of config.json.
+MODEL_CLASSES: dict[str, type[Wav2Vec2PreTrainedModel]] = {
+    cls.architecture: cls
+    for cls in (
+        TFWav2Vec2Model,
+        TFWav2Vec2ForCTC,
+        TFWav2Vec2ForSequenceClassification,
+        TFWav2Vec2ForPreTraining,
+    )
+}
