@@ -110,7 +110,9 @@ class Wav2Vec2Config:
     def receptive_field(self) -> int:
         """Fewest input samples that give one output frame (400 for the usual conv stack)."""
         length = 1
-        for kernel, stride in zip(reversed(self.conv_kernel), reversed(self.conv_stride), strict=True):
+        for kernel, stride in zip(
+            reversed(self.conv_kernel), reversed(self.conv_stride), strict=True
+        ):
             length = (length - 1) * stride + kernel
         return length
 

@@ -319,10 +319,10 @@ class Attention(_Layer):
         q = tf.reshape(self.q_proj(x), shape)
         k = tf.reshape(self.k_proj(x), shape)
         v = tf.reshape(self.v_proj(x), shape)
-        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) * tf.cast(self.head_dim**-0.5, x.dtype)
+        scores = tf.cast(tf.einsum("bqhd,bkhd->bhqk", q, k), tf.float32) * self.head_dim**-0.5
         if key_bias is not None:
-            scores = scores + tf.cast(key_bias, scores.dtype)
-        weights = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
+            scores = scores + key_bias  # float32: the large negative must not overflow to -inf
+        weights = tf.nn.softmax(scores, axis=-1)
         if training and self.dropout > 0:
             weights = tf.nn.dropout(weights, self.dropout)
         context = tf.einsum("bhqk,bkhd->bqhd", tf.cast(weights, x.dtype), v)
