@@ -1,0 +1,48 @@
+"""Our own TensorFlow Wav2Vec2, loading Hugging Face checkpoints without torch or transformers.
+
+The public names mirror transformers' TFWav2Vec2 documentation, so its examples run with only
+the import changed. This package knows nothing of Beam.
+"""
+
+from models.configuration import UnsupportedConfigError, Wav2Vec2Config
+from models.feature_extraction import Wav2Vec2FeatureExtractor
+from models.inference import Wav2Vec2Runner
+from models.masking import compute_mask_indices
+from models.modeling_wav2vec2 import (
+    MODEL_CLASSES,
+    TFWav2Vec2ForCTC,
+    TFWav2Vec2ForPreTraining,
+    TFWav2Vec2ForSequenceClassification,
+    TFWav2Vec2Model,
+    Wav2Vec2Output,
+    Wav2Vec2PreTrainedModel,
+)
+from models.processing import Wav2Vec2Processor
+from models.tokenizer import Wav2Vec2CTCTokenizer
+from models.weights import CheckpointError
+
+
+def load_model(path: str) -> Wav2Vec2PreTrainedModel:
+    """The model class that config.json's `architectures` names, loaded from `path`."""
+    config = Wav2Vec2Config.from_pretrained(path)
+    return MODEL_CLASSES[config.architecture].from_pretrained(path)
+
+
+__all__ = [
+    "MODEL_CLASSES",
+    "CheckpointError",
+    "TFWav2Vec2ForCTC",
+    "TFWav2Vec2ForPreTraining",
+    "TFWav2Vec2ForSequenceClassification",
+    "TFWav2Vec2Model",
+    "UnsupportedConfigError",
+    "Wav2Vec2CTCTokenizer",
+    "Wav2Vec2Config",
+    "Wav2Vec2FeatureExtractor",
+    "Wav2Vec2Output",
+    "Wav2Vec2PreTrainedModel",
+    "Wav2Vec2Processor",
+    "Wav2Vec2Runner",
+    "compute_mask_indices",
+    "load_model",
+]
