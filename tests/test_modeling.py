@@ -1,0 +1,282 @@
+"""Our TF Wav2Vec2 against the reference (transformers, PyTorch) on the fixture checkpoints.
+
+The fixtures are tiny random-weight checkpoints in the real Hugging Face layout, with the
+reference's outputs saved by tests/fixtures/make_reference.py. Tolerance: the largest absolute
+difference is at most 1e-4 of the largest reference value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import (
+    TFWav2Vec2ForCTC,
+    TFWav2Vec2ForPreTraining,
+    TFWav2Vec2ForSequenceClassification,
+    TFWav2Vec2Model,
+    Wav2Vec2CTCTokenizer,
+    compute_mask_indices,
+    load_model,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CHECKPOINTS = FIXTURES / "checkpoints"
+REFERENCE = FIXTURES / "reference"
+UTTERANCES = range(3)
+TOLERANCE = 1e-4
+
+
+def reference(name: str) -> dict[str, np.ndarray]:
+    with np.load(REFERENCE / f"{name}.npz") as data:
+        return dict(data)
+
+
+def reference_json(name: str) -> dict:
+    return json.loads((REFERENCE / f"{name}.json").read_text())
+
+
+INPUTS = reference("inputs")
+
+
+def assert_close(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    error = float(np.abs(ours - ref).max()) / scale
+    assert error <= TOLERANCE, f"{what}: max abs diff is {error:.2e} of the largest value"
+
+
+def single(index: int) -> np.ndarray:
+    return INPUTS[f"input_values_{index}"][None, :]
+
+
+@pytest.fixture(scope="module")
+def models_by_name() -> dict:
+    return {
+        "base": TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base")),
+        "lv60": TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "lv60")),
+        "bare": TFWav2Vec2Model.from_pretrained(str(CHECKPOINTS / "bare")),
+        "seqcls": TFWav2Vec2ForSequenceClassification.from_pretrained(str(CHECKPOINTS / "seqcls")),
+        "pretrain": TFWav2Vec2ForPreTraining.from_pretrained(str(CHECKPOINTS / "pretrain")),
+    }
+
+
+@pytest.mark.parametrize("name", ["base", "lv60", "bare", "seqcls", "pretrain"])
+def test_single_utterance_outputs_match_reference(models_by_name: dict, name: str) -> None:
+    model, ref = models_by_name[name], reference(name)
+    for u in UTTERANCES:
+        out = model(single(u), output_hidden_states=True)
+        assert_close(
+            out.extract_features[0], ref[f"extract_features_{u}"], f"{name} extract_features {u}"
+        )
+        assert_close(
+            out.last_hidden_state[0], ref[f"last_hidden_state_{u}"], f"{name} last_hidden_state {u}"
+        )
+        ref_states = ref[f"hidden_states_{u}"]
+        assert len(out.hidden_states) == len(ref_states)
+        for layer, state in enumerate(out.hidden_states):
+            assert_close(state[0], ref_states[layer], f"{name} hidden_states[{layer}] {u}")
+        if f"logits_{u}" in ref:
+            assert_close(out.logits[0], ref[f"logits_{u}"], f"{name} logits {u}")
+
+
+def test_legacy_weight_norm_layout_loads_to_the_same_model() -> None:
+    """weight_g/weight_v and parametrizations.weight.original0/1 both fold to one weight."""
+    legacy = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base_legacy_wn"))
+    ref = reference("base_legacy_wn")
+    for u in UTTERANCES:
+        assert_close(legacy(single(u)).logits[0], ref[f"logits_{u}"], f"legacy logits {u}")
+
+
+def test_base_zero_padded_batch_without_mask_matches_reference(models_by_name: dict) -> None:
+    """Without a mask we compute exactly what the reference does, padding included."""
+    ref = reference("base")
+    out = models_by_name["base"](INPUTS["batch_input_values_nomask"])
+    assert_close(out.logits, ref["batch_logits"], "base feature-extractor-padded batch logits")
+    values = np.zeros((3, max(int(n) for n in INPUTS["lengths"])), np.float32)
+    for u in UTTERANCES:
+        values[u, : len(INPUTS[f"input_values_{u}"])] = INPUTS[f"input_values_{u}"]
+    out = models_by_name["base"](values)
+    assert_close(out.logits, ref["batch_zeropad_logits"], "base zero-padded batch logits")
+
+
+@pytest.mark.parametrize("name", ["lv60", "bare"])
+def test_masked_batch_matches_reference_for_layer_norm_models(
+    models_by_name: dict, name: str
+) -> None:
+    ref = reference(name)
+    out = models_by_name[name](
+        INPUTS["batch_input_values_mask"],
+        attention_mask=INPUTS["batch_attention_mask"],
+        output_hidden_states=True,
+    )
+    frames = [
+        int(f)
+        for f in ref.get("frames", [ref[f"last_hidden_state_{u}"].shape[0] for u in UTTERANCES])
+    ]
+    for u, n in enumerate(frames):
+        assert_close(
+            out.last_hidden_state[u, :n], ref["batch_last_hidden_state"][u, :n], f"{name} batch {u}"
+        )
+        if "batch_logits" in ref:
+            assert_close(out.logits[u, :n], ref["batch_logits"][u, :n], f"{name} batch logits {u}")
+
+
+@pytest.mark.parametrize("name", ["base", "lv60", "seqcls", "pretrain"])
+def test_padded_batch_with_mask_equals_each_utterance_alone(
+    models_by_name: dict, name: str
+) -> None:
+    """Beyond the reference: group-norm models too give each item its unbatched outputs."""
+    model = models_by_name[name]
+    lengths = [int(n) for n in INPUTS["lengths"]]
+    assert max(lengths) >= 3 * min(lengths)
+    arrays = [INPUTS[f"input_values_{u}"] for u in UTTERANCES]
+    extra = 1000  # pad past the longest item too
+    values = np.zeros((3, max(lengths) + extra), np.float32)
+    mask = np.zeros(values.shape, np.int32)
+    for u, array in enumerate(arrays):
+        values[u, : len(array)] = array
+        mask[u, : len(array)] = 1
+    batched = model(values, attention_mask=mask, output_hidden_states=True)
+    for u in UTTERANCES:
+        alone = model(arrays[u][None], output_hidden_states=True)
+        n = alone.last_hidden_state.shape[1]
+        for layer, state in enumerate(alone.hidden_states):
+            assert_close(
+                batched.hidden_states[layer][u, :n], state[0], f"{name} hidden {layer} item {u}"
+            )
+        if name == "seqcls":
+            assert_close(batched.logits[u], alone.logits[0], f"{name} logits item {u}")
+        elif name == "pretrain":
+            assert_close(
+                batched.projected_states[u, :n], alone.projected_states[0], f"{name} item {u}"
+            )
+            np.testing.assert_array_equal(batched.codevector_ids[u, :n], alone.codevector_ids[0])
+        else:
+            assert_close(batched.logits[u, :n], alone.logits[0], f"{name} logits item {u}")
+
+
+@pytest.mark.parametrize("name", ["base", "lv60"])
+def test_ctc_loss_matches_reference(name: str) -> None:
+    ref = reference(name)
+    uses_mask = name == "lv60"
+    values = INPUTS["batch_input_values_mask" if uses_mask else "batch_input_values_nomask"]
+    mask = INPUTS["batch_attention_mask"] if uses_mask else None
+    for reduction in ("mean", "sum"):
+        model = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / name))
+        model.config.ctc_loss_reduction = reduction
+        loss = model(values, attention_mask=mask, labels=ref["ctc_labels"]).loss
+        np.testing.assert_allclose(float(loss), float(ref[f"ctc_loss_{reduction}"]), rtol=1e-4)
+        model.config.ctc_zero_infinity = True
+        loss = model(values, attention_mask=mask, labels=ref["ctc_mixed_labels"]).loss
+        np.testing.assert_allclose(
+            float(loss), float(ref[f"ctc_mixed_loss_{reduction}_zero_infinity"]), rtol=1e-4
+        )
+        for zero_infinity in (False, True):
+            model.config.ctc_zero_infinity = zero_infinity
+            loss = model(single(0), labels=ref["ctc_inf_labels"]).loss
+            suffix = "_zero_infinity" if zero_infinity else ""
+            expected = float(ref[f"ctc_inf_loss_{reduction}{suffix}"])
+            assert float(loss) == expected, (reduction, zero_infinity, float(loss), expected)
+
+
+@pytest.mark.parametrize("name", ["base", "lv60"])
+def test_decoded_text_and_offsets_match_reference(models_by_name: dict, name: str) -> None:
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(CHECKPOINTS / name))
+    decoded = reference_json(name)["decoded"]
+    ids = [
+        np.argmax(models_by_name[name](single(u)).logits[0].numpy(), axis=-1) for u in UTTERANCES
+    ]
+    for u in UTTERANCES:
+        np.testing.assert_array_equal(ids[u], reference(name)[f"argmax_{u}"])
+    for skip in (False, True):
+        expected = decoded[f"skip_special_tokens_{skip}"]
+        ours = tokenizer.batch_decode(
+            ids, skip_special_tokens=skip, output_char_offsets=True, output_word_offsets=True
+        )
+        assert list(ours.text) == expected["text"]
+        assert [list(o) for o in ours.char_offsets] == expected["char_offsets"]
+        assert [list(o) for o in ours.word_offsets] == expected["word_offsets"]
+
+
+def test_sequence_classification_labels_match_reference(models_by_name: dict) -> None:
+    model = models_by_name["seqcls"]
+    info = reference_json("seqcls")
+    ref = reference("seqcls")
+    for u in UTTERANCES:
+        logits = model(single(u)).logits[0].numpy()
+        assert_close(logits, ref[f"logits_{u}"], f"seqcls logits {u}")
+        label = model.config.id2label[int(np.argmax(logits))]
+        assert label == info["predicted_labels"][u]
+
+
+def test_pretraining_outputs_and_codevector_ids_match_reference(models_by_name: dict) -> None:
+    model = models_by_name["pretrain"]
+    ref = reference("pretrain")
+    for u in UTTERANCES:
+        out = model(single(u))
+        assert_close(out.projected_states[0], ref[f"projected_states_{u}"], f"projected_states {u}")
+        assert_close(
+            out.projected_quantized_states[0],
+            ref[f"projected_quantized_states_{u}"],
+            f"projected_quantized_states {u}",
+        )
+        np.testing.assert_allclose(
+            float(out.codevector_perplexity), float(ref[f"codevector_perplexity_{u}"]), rtol=1e-5
+        )
+        np.testing.assert_array_equal(out.codevector_ids[0].numpy(), ref[f"codevector_ids_{u}"])
+    masked = model(single(1), mask_time_indices=ref["masked_mask_time_indices"])
+    assert_close(masked.last_hidden_state[0], ref["masked_last_hidden_state"], "masked last hidden")
+    assert_close(masked.projected_states[0], ref["masked_projected_states"], "masked projected")
+    np.testing.assert_allclose(
+        float(masked.codevector_perplexity), float(ref["masked_codevector_perplexity"]), rtol=1e-5
+    )
+
+
+def test_mask_indices_match_reference_draws() -> None:
+    ref = reference("mask_indices")
+    cases = reference_json("mask_indices")["cases"]
+    for case in cases:
+        np.random.seed(case["np_random_seed"])
+        lengths = case["attention_mask_valid_lengths"]
+        mask = None
+        if lengths is not None:
+            mask = np.zeros(case["shape"], np.int64)
+            for row, n in enumerate(lengths):
+                mask[row, :n] = 1
+        ours = compute_mask_indices(
+            tuple(case["shape"]),
+            case["mask_prob"],
+            case["mask_length"],
+            attention_mask=mask,
+            min_masks=case["min_masks"],
+        )
+        np.testing.assert_array_equal(ours, ref[case["key"]], err_msg=case["key"])
+
+
+def test_load_model_picks_the_class_from_config() -> None:
+    assert type(load_model(str(CHECKPOINTS / "seqcls"))) is TFWav2Vec2ForSequenceClassification
+    assert type(load_model(str(CHECKPOINTS / "pretrain"))) is TFWav2Vec2ForPreTraining
+    assert type(load_model(str(CHECKPOINTS / "bare"))) is TFWav2Vec2Model
+
+
+def test_bare_model_loads_a_ctc_checkpoint_without_its_head() -> None:
+    bare = TFWav2Vec2Model.from_pretrained(str(CHECKPOINTS / "base"))
+    ref = reference("base")
+    out = bare(single(0))
+    assert_close(out.last_hidden_state[0], ref["last_hidden_state_0"], "bare from CTC checkpoint")
+
+
+def test_numpy_lists_and_tensors_are_accepted(models_by_name: dict) -> None:
+    import tensorflow as tf
+
+    model = models_by_name["base"]
+    expected = model(single(0)).logits.numpy()
+    as_list = model(single(0).tolist()).logits.numpy()
+    as_tensor = model(tf.constant(single(0).astype(np.float64))).logits.numpy()
+    np.testing.assert_allclose(as_list, expected, atol=1e-6)
+    np.testing.assert_allclose(as_tensor, expected, atol=1e-6)
