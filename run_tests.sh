@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh Debian machine (Python 3.11), then run them.
+# System packages: real speech recordings (pocketsphinx-testdata) and a speech synthesizer
+# (espeak-ng) used by the tests' generated audio. Python packages: the project with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! dpkg -s pocketsphinx-testdata espeak-ng >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq pocketsphinx-testdata espeak-ng >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+exec .venv/bin/python -m pytest -q "$@"
