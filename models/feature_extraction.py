@@ -317,6 +317,13 @@ class Wav2Vec2FeatureExtractor:
         if self.do_normalize:
             # The mask steers normalization only when padding was asked for (reference rule).
             norm_mask = attention_mask if return_attention_mask and target is not None else None
+            if norm_mask is not None and len({len(mask) for mask in norm_mask}) > 1:
+                # The reference fails here too (it stacks the masks); say why instead.
+                raise ValueError(
+                    f"Some inputs are longer than max_length={max_length} and the attention mask "
+                    "cannot be stacked for normalization; pass truncation=True or a larger "
+                    "max_length."
+                )
             input_values = self.zero_mean_unit_var_norm(
                 input_values, norm_mask, padding_value=self.padding_value
             )

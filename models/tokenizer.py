@@ -612,10 +612,16 @@ class Wav2Vec2CTCTokenizer:
         ]
         if not (output_char_offsets or output_word_offsets):
             return decoded
+        # As the reference: an offsets field is a list when the first row has it, else None.
+        first = decoded[0] if decoded else None
         return Wav2Vec2CTCTokenizerOutput(
             text=[item.text for item in decoded],
-            char_offsets=[item.char_offsets for item in decoded] if decoded else None,
-            word_offsets=[item.word_offsets for item in decoded] if decoded else None,
+            char_offsets=[item.char_offsets for item in decoded]
+            if first is not None and first.char_offsets is not None
+            else None,
+            word_offsets=[item.word_offsets for item in decoded]
+            if first is not None and first.word_offsets is not None
+            else None,
         )
 
     # ------------------------------------------------------------------ loading and saving
