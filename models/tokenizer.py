@@ -231,6 +231,7 @@ class Wav2Vec2CTCTokenizer:
         self.config = config
 
         self.added_tokens_decoder: dict[int, AddedToken] = dict(added_tokens_decoder or {})
+        self._index_added_tokens()
         # Same order as the reference: saved added tokens, then special tokens (new ids after the
         # vocabulary), then every multi-character vocabulary token with whitespace stripping.
         self._add_tokens(
@@ -259,14 +260,21 @@ class Wav2Vec2CTCTokenizer:
                 current[token.content] = next_id
                 next_id += 1
             self.added_tokens_decoder[current[token.content]] = token
+        self._index_added_tokens()
+
+    def _index_added_tokens(self) -> None:
+        """Rebuild the lookups derived from `added_tokens_decoder` (once, not per token)."""
+        self._added_encoder = {
+            token.content: index for index, token in sorted(self.added_tokens_decoder.items())
+        }
         self._trie = _Trie()
-        for token in self.added_tokens_decoder.values():
-            self._trie.add(token.content)
+        for content in self._added_encoder:
+            self._trie.add(content)
 
     @property
     def added_tokens_encoder(self) -> dict[str, int]:
         """Added token string -> id."""
-        return {token.content: index for index, token in sorted(self.added_tokens_decoder.items())}
+        return self._added_encoder
 
     def get_vocab(self) -> dict[str, int]:
         """Vocabulary plus added tokens, token -> id."""
