@@ -141,6 +141,19 @@ class _GuardedFile(io.RawIOBase):
             ) from self.error
 
 
+class _SequentialSoundFile(soundfile.SoundFile):
+    """A SoundFile that reads straight on, without soundfile's seek after every read.
+
+    On a seekable file soundfile follows each read with a seek to where the read ended. For MP3,
+    libsndfile's seek restarts the decoder (losing the overlap of the previous granule), so every
+    block edge would get a glitch of up to the signal's amplitude (measured 0.49 on a 0.4 sine).
+    Reporting the file as not seekable makes soundfile skip that seek; this module never seeks.
+    """
+
+    def seekable(self) -> bool:
+        return False
+
+
 class AudioStream:
     """An open audio file: its header `info` and its 16 kHz mono float32 blocks, read on demand.
 
@@ -150,7 +163,7 @@ class AudioStream:
 
     def __init__(self, source: str | os.PathLike[str] | BinaryIO, block_s: float) -> None:
         self._owned: BinaryIO | None = None
-        self._sound: soundfile.SoundFile | None = None
+        self._sound: _SequentialSoundFile | None = None
         self._block_s = block_s
         self.num_samples = 0
         if isinstance(source, (str, os.PathLike)):
@@ -180,7 +193,7 @@ class AudioStream:
         self._file.raise_error()
         self._file.seek(0)
         try:
-            self._sound = soundfile.SoundFile(self._file)
+            self._sound = _SequentialSoundFile(self._file)
         except soundfile.LibsndfileError as error:
             self._file.raise_error()
             raise AudioDecodeError(
