@@ -19,6 +19,19 @@ TARGET_SAMPLE_RATE = 16_000
 #: Tag of the side output that carries `ErrorRecord`s in every DoFn that can fail on an item.
 ERRORS_TAG = "errors"
 
+#: Names of the frame-aligned outputs in `InferredChunk.frames` and `ItemResult.frames`.
+#: Greedy CTC token id per frame (argmax of the logits), int32.
+CTC_IDS = "ctc_ids"
+#: Top softmax probability per frame (the probability of that id), float32.
+CTC_CONFIDENCE = "ctc_confidence"
+#: CTC logits per frame, float32 [frames, vocab].
+LOGITS = "logits"
+
+
+def hidden_state_key(layer: int) -> str:
+    """The `frames` name of hidden layer `layer` (an index into the reference's hidden_states)."""
+    return f"hidden_state_{layer}"
+
 
 @dataclass(frozen=True)
 class ErrorRecord:
@@ -50,4 +63,45 @@ class AudioChunk:
     #: Total 16 kHz samples of the whole item; set on the last window only (known once decoded).
     total_samples: int | None = None
     #: Extra per-item fields (reference text, metadata) carried to the output rows.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InferredChunk:
+    """The model's outputs for one `AudioChunk`: its frame-aligned arrays, or why there are none.
+
+    The samples are dropped (only their count is kept) so that what is shuffled to the stitcher
+    stays small. `frames` maps an output name to an array whose first axis is the window's valid
+    frames, so that the stitcher can cut every output at the same frames without knowing what it
+    is (CTC ids, logits, one hidden layer, and later codevector ids). An `error` marks a window the
+    model could not run; the stitcher turns it into the item's one `ErrorRecord`.
+    """
+
+    id: str
+    source: str
+    index: int
+    is_last: bool
+    stride_left: int
+    stride_right: int
+    #: 16 kHz samples in this window (the stitcher converts the strides to frames with it).
+    num_samples: int
+    total_samples: int | None
+    metadata: dict[str, Any]
+    frames: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class ItemResult:
+    """One input item after its windows were stitched: the outputs written for it."""
+
+    id: str
+    source: str
+    #: Length of the 16 kHz audio the model saw, in seconds.
+    duration_s: float
+    #: Sampling rate of the source file (before resampling).
+    sample_rate: int
+    num_frames: int
+    #: The stitched frame-aligned outputs, keyed as in `InferredChunk.frames`.
+    frames: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
