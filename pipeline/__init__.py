@@ -1,0 +1,1 @@
+"""The job: command-line options, the graph wiring the transforms/ stages, and the entry point."""

@@ -1,0 +1,172 @@
+"""`python -m pipeline` (console script `wav2vec2-beam`): check, build, run, summarize.
+
+Exit status: 0 when the job ran, whatever happened to individual files (they are in the errors
+table); 2 for a bad command line; 3 for a model that cannot be loaded. Both refusals print one
+line, before anything is submitted, so a broken job never starts on a cluster. The model is
+checked by loading it exactly as a worker will (weights, feature extractor, tokenizer), because a
+checkpoint that fails on every worker would otherwise fail the job only after it was scheduled.
+
+On the DirectRunner the job runs on Beam's FnApiRunner, which honours --direct_running_mode and
+--direct_num_workers. (Beam 2.77's DirectRunner would first try the Prism runner, which it
+downloads from GitHub at run time and which ignores those two flags.)
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from models.configuration import Wav2Vec2Config
+from pipeline.graph import build_pipeline, inference_spec
+from pipeline.options import (
+    OptionsError,
+    RunConfig,
+    beam_options_used,
+    check_against_model,
+    help_text,
+    parse_args,
+)
+from transforms.progress import (
+    DEFAULT_INTERVAL_S,
+    LOGGER,
+    ProgressReporter,
+    summarize,
+    summary_line,
+)
+from transforms.write_outputs import write_summary
+
+EXIT_BAD_OPTIONS = 2
+EXIT_BAD_MODEL = 3
+
+_DIRECT_RUNNERS = ("directrunner", "direct", "switchingdirectrunner")
+
+
+class ModelLoadError(Exception):
+    """The checkpoint cannot be loaded; `str()` is the one line printed to the user."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type, and its message with whitespace collapsed."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def load_checked_model(config: RunConfig) -> tuple[Wav2Vec2Config, tuple[int, ...]]:
+    """Read and check the checkpoint; returns its config and the hidden layers to write.
+
+    Raises `OptionsError` for options the checkpoint cannot serve, `ModelLoadError` when any
+    file a worker needs cannot be loaded.
+    """
+    from transforms.infer import LoadedWav2Vec2
+
+    try:
+        model = Wav2Vec2Config.from_pretrained(config.model_dir)
+    except Exception as error:
+        raise ModelLoadError(one_line(error)) from error
+    hidden_layers = check_against_model(config, model)
+    try:
+        LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
+        if "transcripts" in config.outputs:
+            from models.tokenizer import Wav2Vec2CTCTokenizer
+
+            Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
+    except Exception as error:
+        raise ModelLoadError(one_line(error)) from error
+    gc.collect()  # the check's copy of the weights is not needed any more
+    return model, hidden_layers
+
+
+def new_run_id() -> str:
+    """UTC start time and a random suffix: sortable, and unique across concurrent runs."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def make_pipeline(options: PipelineOptions) -> tuple[beam.Pipeline, bool]:
+    """The Pipeline to run, and whether it runs locally on the DirectRunner's engine."""
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or runner.lower() in _DIRECT_RUNNERS:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return beam.Pipeline(runner=FnApiRunner(), options=options), True
+    return beam.Pipeline(options=options), False
+
+
+def run(argv: Sequence[str]) -> int:
+    """The whole command; returns the exit status."""
+    try:
+        options, config = parse_args(argv)
+        model, hidden_layers = load_checked_model(config)
+    except OptionsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+    except ModelLoadError as error:
+        print(f"error: cannot load the model in {config.model_dir}: {error}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+
+    run_id = new_run_id()
+    pipeline, local = make_pipeline(options)
+    progress_dir = tempfile.mkdtemp(prefix="wav2vec2-progress-") if local else None
+    build_pipeline(pipeline, config, model, hidden_layers, run_id, progress_dir)
+    LOGGER.info("run %s: writing to %s", run_id, config.output_dir)
+    start = time.time()
+    try:
+        if progress_dir is None:
+            result = pipeline.run()
+            result.wait_until_finish()
+        else:
+            with ProgressReporter(progress_dir, start, DEFAULT_INTERVAL_S):
+                result = pipeline.run()
+                result.wait_until_finish()
+    finally:
+        if progress_dir is not None:
+            shutil.rmtree(progress_dir, ignore_errors=True)
+    used = {
+        "run_id": run_id,
+        **asdict(config),
+        "hidden_layers": list(hidden_layers),
+        "beam": beam_options_used(options),
+    }
+    summary = summarize(result, time.time() - start, used)
+    write_summary(config.output_dir, run_id, summary)
+    print(summary_line(summary))
+    print(f"output: {config.output_dir} (run {run_id})")
+    return 0
+
+
+def _configure_logging() -> None:
+    """Our progress lines at INFO on stderr; Beam's and TensorFlow's loggers stay at WARNING."""
+    if LOGGER.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        return 0
+    _configure_logging()
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

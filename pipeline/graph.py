@@ -1,0 +1,94 @@
+"""The job graph: each stage of the data's path is one named transform from transforms/.
+
+    Inputs -> ReadAudio -> Reshuffle -> BatchAudio -> RunInference -> Stitch
+        -> CtcDecode -> WriteTranscripts
+        -> WriteLogits, WriteHiddenStates
+    (ReadAudio errors, Stitch errors) -> WriteErrors
+
+Only wiring lives here; what each stage does, and why, is in its module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+from models.configuration import Wav2Vec2Config
+from pipeline.options import RunConfig
+from transforms.batch_audio import BatchAudio
+from transforms.ctc_decode import CtcDecode
+from transforms.infer import InferenceSpec, Wav2Vec2ModelHandler
+from transforms.read_audio import CHUNKS_TAG, ReadAudio
+from transforms.records import ERRORS_TAG
+from transforms.stitch import ITEMS_TAG, StitchItems
+from transforms.write_outputs import (
+    WriteTable,
+    errors_table,
+    hidden_states_table,
+    logits_table,
+    transcripts_table,
+)
+
+
+def inference_spec(
+    config: RunConfig, model: Wav2Vec2Config, hidden_layers: Sequence[int]
+) -> InferenceSpec:
+    """What the model handler computes for this run."""
+    return InferenceSpec(
+        model_dir=config.model_dir,
+        ctc="transcripts" in config.outputs,
+        logits="logits" in config.outputs,
+        hidden_layers=tuple(hidden_layers),
+        ladder=config.ladder(model.inputs_to_logits_ratio),
+        precision=config.precision,
+        jit_compile=config.jit_compile,
+    )
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    config: RunConfig,
+    model: Wav2Vec2Config,
+    hidden_layers: Sequence[int],
+    run_id: str,
+    progress_dir: str | None = None,
+) -> None:
+    """Add the whole job to `pipeline`; `hidden_layers` as `check_against_model` resolved them."""
+    align_to = model.inputs_to_logits_ratio
+    read = (
+        pipeline
+        | "Inputs" >> beam.Create(list(config.inputs))
+        | "ReadAudio" >> ReadAudio(config.chunk_length_s, config.stride_length_s, align_to=align_to)
+    )
+    handler = Wav2Vec2ModelHandler(
+        inference_spec(config, model, hidden_layers),
+        share_across_processes=config.share_model_across_processes,
+        progress_dir=progress_dir,
+    )
+    inferred = (
+        read[CHUNKS_TAG]
+        | "Reshuffle" >> beam.Reshuffle()
+        | "BatchAudio"
+        >> BatchAudio(config.ladder(align_to), config.batch_size, config.max_batch_samples)
+        | "RunInference" >> RunInference(handler)
+    )
+    stitched = (inferred, read[ERRORS_TAG]) | "Stitch" >> StitchItems(
+        align_to, config.feature_dtype, progress_dir
+    )
+    items = stitched[ITEMS_TAG]
+    out = config.output_dir
+    if "transcripts" in config.outputs:
+        _ = (
+            items
+            | "CtcDecode" >> CtcDecode(config.model_dir, align_to)
+            | "WriteTranscripts" >> WriteTable(transcripts_table(), out, run_id)
+        )
+    if "logits" in config.outputs:
+        table = logits_table(config.feature_dtype, model.vocab_size)
+        _ = items | "WriteLogits" >> WriteTable(table, out, run_id)
+    if "hidden_states" in config.outputs:
+        table = hidden_states_table(config.feature_dtype, model.hidden_size, hidden_layers)
+        _ = items | "WriteHiddenStates" >> WriteTable(table, out, run_id)
+    _ = stitched[ERRORS_TAG] | "WriteErrors" >> WriteTable(errors_table(), out, run_id)

@@ -1,0 +1,279 @@
+"""Command-line options: ours as a Beam `PipelineOptions` subclass, checked into a `RunConfig`.
+
+Being a PipelineOptions subclass is what lets every Beam flag (--runner, --direct_running_mode,
+--direct_num_workers, Dataflow's --project/--region/--temp_location...) sit beside ours on one
+command line. Beam itself drops flags it does not know with a warning and exits on a bad value with
+a usage screen; a typo in a flag would then silently run with a default, so `parse_args` parses
+the whole command line with every registered PipelineOptions class and turns any problem into an
+`OptionsError` with a one-line message. Checks that need the checkpoint's config (which outputs
+its head can give, the hidden layers it has, the receptive field) are in `check_against_model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from models.configuration import Wav2Vec2Config
+from models.inference import PRECISIONS, bucket_ladder
+from transforms.chunk_audio import ChunkParams, chunk_params
+from transforms.records import TARGET_SAMPLE_RATE
+from transforms.write_outputs import FEATURE_DTYPES
+
+OUTPUT_NAMES = ("transcripts", "logits", "hidden_states")
+
+#: What each checkpoint head (config.json `architectures`) can give, among `OUTPUT_NAMES`.
+HEAD_OUTPUTS = {
+    "Wav2Vec2ForCTC": frozenset(OUTPUT_NAMES),
+    "Wav2Vec2Model": frozenset({"hidden_states"}),
+    "Wav2Vec2ForSequenceClassification": frozenset({"hidden_states"}),
+    "Wav2Vec2ForPreTraining": frozenset({"hidden_states"}),
+}
+
+#: The runner's bucket ladder always reaches at least this many seconds (see `RunConfig.ladder`).
+LADDER_MIN_S = 60.0
+
+
+class OptionsError(ValueError):
+    """A bad command line; `str()` is the one line printed to the user."""
+
+
+class Wav2Vec2Options(PipelineOptions):
+    """This pipeline's flags (see docs/PIPELINE.md for what each one does)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--input",
+            action="append",
+            help="Audio files: a path, URI or glob (local or gs://); repeat for several.",
+        )
+        parser.add_argument("--model_dir", help="Hugging Face checkpoint folder (local or gs://).")
+        parser.add_argument("--output_dir", help="Folder for the tables (local or gs://).")
+        parser.add_argument(
+            "--outputs",
+            default="transcripts",
+            help=f"Comma-separated tables among {','.join(OUTPUT_NAMES)} (default transcripts).",
+        )
+        parser.add_argument(
+            "--hidden_layers",
+            default="-1",
+            help="Hidden states to write: -1 (last, default), all, or indices like 0,6,12.",
+        )
+        parser.add_argument(
+            "--feature_dtype",
+            default="float32",
+            help="float32 (default) or float16, for the logits and hidden_states tables.",
+        )
+        parser.add_argument(
+            "--chunk_length_s",
+            type=float,
+            default=30.0,
+            help="Window length for long files, as the HF ASR pipeline's (0: never chunk).",
+        )
+        parser.add_argument(
+            "--stride_length_s",
+            help="Window overlap each side, or left,right (default chunk_length_s / 6).",
+        )
+        parser.add_argument(
+            "--batch_size", type=int, default=16, help="Most windows per forward pass."
+        )
+        parser.add_argument(
+            "--max_batch_audio_s",
+            type=float,
+            default=240.0,
+            help="Most padded audio seconds per forward pass.",
+        )
+        parser.add_argument(
+            "--precision",
+            default="float32",
+            help=f"Matmul precision, one of {','.join(PRECISIONS)} (default float32).",
+        )
+        parser.add_argument(
+            "--jit_compile", action="store_true", help="Compile the forward pass with XLA."
+        )
+        parser.add_argument(
+            "--share_model_across_processes",
+            action="store_true",
+            help="One model per machine, shared by all SDK processes (one per GPU).",
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Our options, checked and parsed."""
+
+    inputs: tuple[str, ...]
+    model_dir: str
+    output_dir: str
+    outputs: tuple[str, ...]
+    #: "all", or the layer indices as given (negative ones count from the last).
+    hidden_layers: str | tuple[int, ...]
+    feature_dtype: str
+    chunk_length_s: float
+    stride_length_s: tuple[float, float] | None
+    batch_size: int
+    max_batch_audio_s: float
+    precision: str
+    jit_compile: bool
+    share_model_across_processes: bool
+
+    def chunking(self, align_to: int) -> ChunkParams | None:
+        """The window geometry in samples (None: no chunking), as the reference derives it."""
+        return chunk_params(self.chunk_length_s, self.stride_length_s, align_to)
+
+    @property
+    def max_batch_samples(self) -> int:
+        return int(self.max_batch_audio_s * TARGET_SAMPLE_RATE)
+
+    def ladder(self, align_to: int) -> tuple[int, ...]:
+        """The bucket ladder shared by `BatchAudio` and the runner: up to the longest window."""
+        longest = max(LADDER_MIN_S, self.chunk_length_s) * TARGET_SAMPLE_RATE
+        return tuple(bucket_ladder(math.ceil(longest), multiple=align_to))
+
+
+def _raise(message: str) -> None:
+    raise OptionsError(message)
+
+
+def _all_options_parser() -> argparse.ArgumentParser:
+    """A parser that knows every registered PipelineOptions flag, and raises instead of exiting."""
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # how Beam itself collects every flag
+    parser.error = _raise  # type: ignore[method-assign]
+    return parser
+
+
+def help_text() -> str:
+    """Usage of this pipeline's own flags (Beam's are documented by Beam)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Run Wav2Vec2 over audio files with Apache Beam and write Parquet tables. "
+        "Any Apache Beam pipeline option (--runner, --direct_num_workers, Dataflow's) is "
+        "accepted too.",
+    )
+    Wav2Vec2Options._add_argparse_args(parser)
+    return parser.format_help()
+
+
+def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
+    """Beam's options and our checked `RunConfig` from a command line; raises `OptionsError`."""
+    argv = list(argv)
+    _, unknown = _all_options_parser().parse_known_args(argv)
+    if unknown:
+        raise OptionsError(f"unrecognized arguments: {' '.join(unknown)}")
+    options = PipelineOptions(argv)
+    ours = options.view_as(Wav2Vec2Options)
+    for name in ("input", "model_dir", "output_dir"):
+        if not getattr(ours, name):
+            raise OptionsError(f"--{name} is required")
+    outputs = tuple(name.strip() for name in ours.outputs.split(",") if name.strip())
+    unknown_outputs = [name for name in outputs if name not in OUTPUT_NAMES]
+    if unknown_outputs or not outputs:
+        raise OptionsError(
+            f"--outputs {ours.outputs!r}: choose among {','.join(OUTPUT_NAMES)}, comma-separated"
+        )
+    if ours.feature_dtype not in FEATURE_DTYPES:
+        raise OptionsError(f"--feature_dtype must be one of {','.join(FEATURE_DTYPES)}")
+    if ours.precision not in PRECISIONS:
+        raise OptionsError(f"--precision must be one of {','.join(PRECISIONS)}")
+    if ours.batch_size < 1:
+        raise OptionsError("--batch_size must be at least 1")
+    if not ours.max_batch_audio_s > 0:
+        raise OptionsError("--max_batch_audio_s must be positive")
+    if not (ours.chunk_length_s >= 0 and math.isfinite(ours.chunk_length_s)):
+        raise OptionsError("--chunk_length_s must be 0 (no chunking) or a positive number")
+    config = RunConfig(
+        inputs=tuple(ours.input),
+        model_dir=ours.model_dir,
+        output_dir=ours.output_dir,
+        outputs=tuple(dict.fromkeys(outputs)),
+        hidden_layers=_parse_layers(ours.hidden_layers),
+        feature_dtype=ours.feature_dtype,
+        chunk_length_s=ours.chunk_length_s,
+        stride_length_s=_parse_stride(ours.stride_length_s),
+        batch_size=ours.batch_size,
+        max_batch_audio_s=ours.max_batch_audio_s,
+        precision=ours.precision,
+        jit_compile=ours.jit_compile,
+        share_model_across_processes=ours.share_model_across_processes,
+    )
+    return options, config
+
+
+def beam_options_used(options: PipelineOptions) -> dict[str, object]:
+    """The Beam flags given on the command line (ours are in `RunConfig`), for summary.json."""
+    ours = options.view_as(Wav2Vec2Options).get_all_options(current_only=True)
+    given = options.get_all_options(drop_default=True)
+    return {name: value for name, value in given.items() if name not in ours}
+
+
+def _parse_layers(text: str) -> str | tuple[int, ...]:
+    if text.strip() == "all":
+        return "all"
+    try:
+        layers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise OptionsError(
+            f"--hidden_layers {text!r}: use -1, all, or comma-separated indices like 0,6,12"
+        ) from None
+    return tuple(dict.fromkeys(layers))
+
+
+def _parse_stride(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        parts = [float(part) for part in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not all(p >= 0 and math.isfinite(p) for p in parts):
+        raise OptionsError(
+            f"--stride_length_s {text!r}: use seconds for both sides (5) or left,right (4,2)"
+        )
+    return (parts[0], parts[-1])
+
+
+def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, ...]:
+    """Check the options against the checkpoint; returns the hidden layers to write (0-based).
+
+    The hidden layers are indices into the reference's `hidden_states` (0 is the encoder's input,
+    `num_hidden_layers` the last), with negative indices counted from the end; an empty tuple
+    when the hidden_states table is not asked for.
+    """
+    head = model.architecture
+    possible = HEAD_OUTPUTS.get(head, frozenset())
+    missing = [name for name in config.outputs if name not in possible]
+    if missing:
+        raise OptionsError(
+            f"--outputs {','.join(missing)}: the checkpoint's head {head} cannot give it "
+            f"(it gives {','.join(sorted(possible)) or 'nothing this pipeline writes'})"
+        )
+    try:
+        params = config.chunking(model.inputs_to_logits_ratio)
+    except ValueError as error:
+        raise OptionsError(f"--chunk_length_s/--stride_length_s: {error}") from None
+    if params is not None and params.stride_left + params.stride_right < model.receptive_field:
+        raise OptionsError(
+            "--stride_length_s: the two strides must add up to at least the model's receptive "
+            f"field ({model.receptive_field / TARGET_SAMPLE_RATE:.3f} s), or the last window of "
+            "some files would be too short for the model"
+        )
+    if "hidden_states" not in config.outputs:
+        return ()
+    count = model.num_hidden_layers + 1
+    if config.hidden_layers == "all":
+        return tuple(range(count))
+    wrong = [layer for layer in config.hidden_layers if not -count <= layer < count]
+    if wrong:
+        raise OptionsError(
+            f"--hidden_layers {','.join(map(str, wrong))}: the model has hidden states "
+            f"0..{count - 1} (or -{count}..-1)"
+        )
+    return tuple(dict.fromkeys(layer % count for layer in config.hidden_layers))
