@@ -116,8 +116,8 @@ def read_tf_h5(path: str) -> dict[str, np.ndarray]:
                     array = array.T
                 elif leaf == "kernel" and array.ndim == 3:
                     array = np.transpose(array, (2, 1, 0))
-                elif leaf in ("weight_v", "weight_g"):
-                    # TF keeps the weight-normed conv as (kernel, in, out) like its Conv1D.
+                elif leaf == "weight_g":
+                    # TF keeps the weight norm's g as (kernel, 1, 1); v is already (out, in, kernel).
                     array = np.transpose(array, (2, 1, 0))
                 tensors[key] = array
     if not tensors:

@@ -280,3 +280,16 @@ def test_numpy_lists_and_tensors_are_accepted(models_by_name: dict) -> None:
     as_tensor = model(tf.constant(single(0).astype(np.float64))).logits.numpy()
     np.testing.assert_allclose(as_list, expected, atol=1e-6)
     np.testing.assert_allclose(as_tensor, expected, atol=1e-6)
+
+
+def test_tf_h5_checkpoint_loads_to_the_same_outputs_as_its_safetensors_twin(
+    models_by_name: dict,
+) -> None:
+    """tf_model.h5 written by transformers 4.57's TF classes, same weights as `base`."""
+    h5_model = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base_h5"))
+    assert not (CHECKPOINTS / "base_h5" / "model.safetensors").exists()
+    for u in UTTERANCES:
+        ours = h5_model(single(u)).logits[0].numpy()
+        twin = models_by_name["base"](single(u)).logits[0].numpy()
+        assert_close(ours, twin, f"h5 vs safetensors logits {u}")
+        assert_close(ours, reference("base_h5")[f"logits_{u}"], f"h5 vs TF reference {u}")
