@@ -1,0 +1,30 @@
+"""Package for the launcher, the Dataflow workers (`--setup_file ./setup.py`) and the worker image.
+
+Pins: Beam 2.77 caps numpy, protobuf and pyarrow, and TensorFlow 2.21 must agree with them, so
+the versions below are the set the project is tested with; the Dockerfile installs this same
+package, and a test checks that the image recipe names the same versions.
+"""
+
+from setuptools import find_namespace_packages, setup
+
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "tensorflow==2.21.0",
+    "numpy>=2,<2.5",
+    "protobuf<7",
+    "pyarrow==25.0.1",
+    "soundfile==0.14.0",
+    "soxr==1.1.0",
+    "gcsfs",
+]
+
+setup(
+    name="wav2vec2-beam",
+    version="0.1.0",
+    description="Apache Beam batch pipeline running a TensorFlow Wav2Vec2 over audio corpora",
+    python_requires=">=3.11",
+    packages=find_namespace_packages(include=["models", "transforms", "pipeline"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest", "ruff", "jiwer"]},
+    entry_points={"console_scripts": ["wav2vec2-beam = pipeline.__main__:main"]},
+)
