@@ -315,17 +315,20 @@ class Attention(_Layer):
 
     def __call__(self, x: tf.Tensor, key_bias: tf.Tensor | None, training: bool) -> tf.Tensor:
         batch, frames = tf.shape(x)[0], tf.shape(x)[1]
-        shape = [batch, frames, self.num_heads, self.head_dim]
-        q = tf.reshape(self.q_proj(x), shape)
-        k = tf.reshape(self.k_proj(x), shape)
-        v = tf.reshape(self.v_proj(x), shape)
-        scores = tf.cast(tf.einsum("bqhd,bkhd->bhqk", q, k), tf.float32) * self.head_dim**-0.5
+
+        def heads(projected: tf.Tensor) -> tf.Tensor:  # (B, T, D) -> (B, H, T, D/H)
+            split = tf.reshape(projected, [batch, frames, self.num_heads, self.head_dim])
+            return tf.transpose(split, [0, 2, 1, 3])
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        # Batched matmuls rather than einsum: TF's CPU einsum has no fast bfloat16 kernel.
+        scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * self.head_dim**-0.5
         if key_bias is not None:
             scores = scores + key_bias  # float32: the large negative must not overflow to -inf
         weights = tf.nn.softmax(scores, axis=-1)
         if training and self.dropout > 0:
             weights = tf.nn.dropout(weights, self.dropout)
-        context = tf.einsum("bhqk,bkhd->bqhd", tf.cast(weights, x.dtype), v)
+        context = tf.transpose(tf.matmul(tf.cast(weights, x.dtype), v), [0, 2, 1, 3])
         return self.out_proj(tf.reshape(context, [batch, frames, self.num_heads * self.head_dim]))
 
 
