@@ -6,6 +6,11 @@ line, before anything is submitted, so a broken job never starts on a cluster. T
 checked by loading it exactly as a worker will (weights, feature extractor, tokenizer), because a
 checkpoint that fails on every worker would otherwise fail the job only after it was scheduled.
 
+One line means one line: the command line is checked before TensorFlow is imported (hence the
+late imports below), and while TensorFlow starts and the model is checked, the process's native
+stderr is held back (TensorFlow's C++ layer prints start-up notices there that no setting turns
+off) and written out only once the checks passed.
+
 On the DirectRunner the job runs on Beam's FnApiRunner, which honours --direct_running_mode and
 --direct_num_workers. (Beam 2.77's DirectRunner would first try the Prism runner, which it
 downloads from GitHub at run time and which ignores those two flags.)
@@ -13,6 +18,7 @@ downloads from GitHub at run time and which ignores those two flags.)
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -21,17 +27,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from models.configuration import Wav2Vec2Config
-from pipeline.graph import build_pipeline, inference_spec
 from pipeline.options import (
     OptionsError,
     RunConfig,
@@ -49,6 +52,9 @@ from transforms.progress import (
 )
 from transforms.write_outputs import write_summary
 
+if TYPE_CHECKING:
+    from models.configuration import Wav2Vec2Config
+
 EXIT_BAD_OPTIONS = 2
 EXIT_BAD_MODEL = 3
 
@@ -65,12 +71,36 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+@contextlib.contextmanager
+def held_native_stderr() -> Iterator[list[bytes]]:
+    """Send file descriptor 2 to a scratch file; the caller decides whether to replay it.
+
+    Yields a list that holds the captured bytes once the block has ended.
+    """
+    captured: list[bytes] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            captured.append(scratch.read())
+
+
 def load_checked_model(config: RunConfig) -> tuple[Wav2Vec2Config, tuple[int, ...]]:
     """Read and check the checkpoint; returns its config and the hidden layers to write.
 
     Raises `OptionsError` for options the checkpoint cannot serve, `ModelLoadError` when any
     file a worker needs cannot be loaded.
     """
+    from models.configuration import Wav2Vec2Config
+    from models.tokenizer import Wav2Vec2CTCTokenizer
+    from pipeline.graph import inference_spec
     from transforms.infer import LoadedWav2Vec2
 
     try:
@@ -81,8 +111,6 @@ def load_checked_model(config: RunConfig) -> tuple[Wav2Vec2Config, tuple[int, ..
     try:
         LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
         if "transcripts" in config.outputs:
-            from models.tokenizer import Wav2Vec2CTCTokenizer
-
             Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
@@ -109,18 +137,37 @@ def run(argv: Sequence[str]) -> int:
     """The whole command; returns the exit status."""
     try:
         options, config = parse_args(argv)
-        model, hidden_layers = load_checked_model(config)
     except OptionsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
-    except ModelLoadError as error:
-        print(f"error: cannot load the model in {config.model_dir}: {error}", file=sys.stderr)
-        return EXIT_BAD_MODEL
+    with held_native_stderr() as held:
+        try:
+            model, hidden_layers = load_checked_model(config)
+        except OptionsError as error:
+            refusal = (EXIT_BAD_OPTIONS, f"error: {error}")
+        except ModelLoadError as error:
+            refusal = (
+                EXIT_BAD_MODEL,
+                f"error: cannot load the model in {config.model_dir}: {error}",
+            )
+        else:
+            refusal = None
+    if refusal is not None:
+        print(refusal[1], file=sys.stderr)
+        return refusal[0]
+    sys.stderr.buffer.write(held[0])
+
+    from pipeline.graph import build_pipeline
 
     run_id = new_run_id()
     pipeline, local = make_pipeline(options)
     progress_dir = tempfile.mkdtemp(prefix="wav2vec2-progress-") if local else None
     build_pipeline(pipeline, config, model, hidden_layers, run_id, progress_dir)
+    if options.view_as(TestOptions).dry_run:
+        if not local:  # a remote runner builds its job request, and stops before submitting it
+            pipeline.run()
+        print(f"dry run: the job for run {run_id} was built and not submitted")
+        return 0
     LOGGER.info("run %s: writing to %s", run_id, config.output_dir)
     start = time.time()
     try:
@@ -160,6 +207,7 @@ def _configure_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's Python-level chatter
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(help_text())

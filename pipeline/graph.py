@@ -17,7 +17,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from models.configuration import Wav2Vec2Config
 from pipeline.options import RunConfig
-from transforms.batch_audio import BatchAudio
+from transforms.batch_audio import BatchAudio, ladder_for
 from transforms.ctc_decode import CtcDecode
 from transforms.infer import InferenceSpec, Wav2Vec2ModelHandler
 from transforms.read_audio import CHUNKS_TAG, ReadAudio
@@ -41,7 +41,7 @@ def inference_spec(
         ctc="transcripts" in config.outputs,
         logits="logits" in config.outputs,
         hidden_layers=tuple(hidden_layers),
-        ladder=config.ladder(model.inputs_to_logits_ratio),
+        ladder=ladder_for(config.chunk_length_s, model.inputs_to_logits_ratio),
         precision=config.precision,
         jit_compile=config.jit_compile,
     )
@@ -71,7 +71,11 @@ def build_pipeline(
         read[CHUNKS_TAG]
         | "Reshuffle" >> beam.Reshuffle()
         | "BatchAudio"
-        >> BatchAudio(config.ladder(align_to), config.batch_size, config.max_batch_samples)
+        >> BatchAudio(
+            ladder_for(config.chunk_length_s, align_to),
+            config.batch_size,
+            config.max_batch_samples,
+        )
         | "RunInference" >> RunInference(handler)
     )
     stitched = (inferred, read[ERRORS_TAG]) | "Stitch" >> StitchItems(

@@ -15,14 +15,16 @@ import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from models.configuration import Wav2Vec2Config
-from models.inference import PRECISIONS, bucket_ladder
 from transforms.chunk_audio import ChunkParams, chunk_params
 from transforms.records import TARGET_SAMPLE_RATE
 from transforms.write_outputs import FEATURE_DTYPES
+
+if TYPE_CHECKING:
+    from models.configuration import Wav2Vec2Config
 
 OUTPUT_NAMES = ("transcripts", "logits", "hidden_states")
 
@@ -34,8 +36,9 @@ HEAD_OUTPUTS = {
     "Wav2Vec2ForPreTraining": frozenset({"hidden_states"}),
 }
 
-#: The runner's bucket ladder always reaches at least this many seconds (see `RunConfig.ladder`).
-LADDER_MIN_S = 60.0
+#: `models.inference.PRECISIONS`, repeated so that checking a command line does not import
+#: TensorFlow (a test keeps the two equal): a typo is then refused at once, and in one line.
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 class OptionsError(ValueError):
@@ -129,11 +132,6 @@ class RunConfig:
     @property
     def max_batch_samples(self) -> int:
         return int(self.max_batch_audio_s * TARGET_SAMPLE_RATE)
-
-    def ladder(self, align_to: int) -> tuple[int, ...]:
-        """The bucket ladder shared by `BatchAudio` and the runner: up to the longest window."""
-        longest = max(LADDER_MIN_S, self.chunk_length_s) * TARGET_SAMPLE_RATE
-        return tuple(bucket_ladder(math.ceil(longest), multiple=align_to))
 
 
 def _raise(message: str) -> None:

@@ -22,14 +22,27 @@ into descending powers of two (13 -> 8 + 4 + 1), so no batch carries padding row
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from models.inference import bucket_for
-from transforms.records import AudioChunk
+from models.inference import bucket_for, bucket_ladder
+from transforms.records import TARGET_SAMPLE_RATE, AudioChunk
+
+#: The ladder always reaches at least this many seconds, so unchunked short files share rungs.
+LADDER_MIN_S = 60.0
+
+
+def ladder_for(chunk_length_s: float, align_to: int) -> tuple[int, ...]:
+    """The bucket ladder for a run: up to its longest window, multiples of the frame size.
+
+    An unchunked item longer than the ladder is padded to its own length (models/inference.py).
+    """
+    longest = max(LADDER_MIN_S, chunk_length_s) * TARGET_SAMPLE_RATE
+    return tuple(bucket_ladder(math.ceil(longest), multiple=align_to))
 
 
 def batch_capacity(bucket_length: int, batch_size: int, max_batch_samples: int) -> int:

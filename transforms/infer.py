@@ -117,6 +117,11 @@ class LoadedWav2Vec2:
         config = self._model.config
         self._receptive_field = config.receptive_field
         extractor = Wav2Vec2FeatureExtractor.from_pretrained(spec.model_dir)
+        if extractor.sampling_rate != TARGET_SAMPLE_RATE:
+            raise ValueError(
+                f"preprocessor_config.json says sampling_rate {extractor.sampling_rate}; "
+                f"this pipeline feeds models {TARGET_SAMPLE_RATE} Hz audio"
+            )
         self._do_normalize = extractor.do_normalize
         self._runner = Wav2Vec2Runner(
             self._model,

@@ -79,7 +79,7 @@ def stitch_item(
         )
         if frames[name].dtype.kind == "f" and feature_dtype != "float32":
             largest = float(np.abs(frames[name]).max(initial=0.0))
-            if largest > np.finfo(feature_dtype).max:
+            if largest > float(np.finfo(feature_dtype).max):
                 return ErrorRecord(
                     item_id,
                     source,
