@@ -1,0 +1,184 @@
+"""Command-line checks: good command lines parse, bad ones and unloadable models exit in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.configuration import Wav2Vec2Config
+from models.inference import PRECISIONS as RUNNER_PRECISIONS
+from pipeline.__main__ import EXIT_BAD_MODEL, EXIT_BAD_OPTIONS, main
+from pipeline.options import PRECISIONS, OptionsError, check_against_model, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"
+REQUIRED = ["--input=/data/*.wav", "--model_dir=/m", "--output_dir=/o"]
+
+
+def config_of(name: str) -> Wav2Vec2Config:
+    return Wav2Vec2Config.from_pretrained(str(CHECKPOINTS / name))
+
+
+def test_our_flags_sit_beside_beam_flags() -> None:
+    options, config = parse_args(
+        [
+            "--input=a/*.flac",
+            "--input",
+            "gs://b/c/**.wav",
+            "--model_dir=/m",
+            "--output_dir=/o",
+            "--outputs=transcripts,hidden_states",
+            "--hidden_layers=0,6,-1",
+            "--stride_length_s=4,2",
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ]
+    )
+    assert config.inputs == ("a/*.flac", "gs://b/c/**.wav")
+    assert config.outputs == ("transcripts", "hidden_states")
+    assert config.hidden_layers == (0, 6, -1)
+    assert config.stride_length_s == (4.0, 2.0)
+    assert options.get_all_options()["direct_num_workers"] == 2
+
+
+def test_defaults_chunk_long_files() -> None:
+    _, config = parse_args(REQUIRED)
+    assert config.outputs == ("transcripts",)
+    assert config.hidden_layers == (-1,)
+    assert config.chunk_length_s == 30.0 and config.stride_length_s is None
+    assert config.feature_dtype == "float32" and config.precision == "float32"
+
+
+def test_precisions_are_the_runners() -> None:
+    assert PRECISIONS == RUNNER_PRECISIONS
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model_dir=/m", "--output_dir=/o"], "--input is required"),
+        (["--input=x", "--output_dir=/o"], "--model_dir is required"),
+        ([*REQUIRED, "--batchsize=4"], "unrecognized arguments: --batchsize=4"),
+        ([*REQUIRED, "--batch_size=four"], "invalid int value"),
+        ([*REQUIRED, "--batch_size=0"], "--batch_size must be at least 1"),
+        ([*REQUIRED, "--max_batch_audio_s=0"], "--max_batch_audio_s must be positive"),
+        ([*REQUIRED, "--outputs=transcripts,words"], "--outputs"),
+        ([*REQUIRED, "--outputs="], "--outputs"),
+        ([*REQUIRED, "--hidden_layers=last"], "--hidden_layers"),
+        ([*REQUIRED, "--feature_dtype=float64"], "--feature_dtype"),
+        ([*REQUIRED, "--precision=int8"], "--precision"),
+        ([*REQUIRED, "--chunk_length_s=-1"], "--chunk_length_s"),
+        ([*REQUIRED, "--stride_length_s=1,2,3"], "--stride_length_s"),
+        ([*REQUIRED, "--stride_length_s=-1"], "--stride_length_s"),
+    ],
+)
+def test_bad_command_lines_are_refused_in_one_line(argv: list[str], message: str) -> None:
+    with pytest.raises(OptionsError, match=message.replace("*", r"\*")) as raised:
+        parse_args(argv)
+    assert "\n" not in str(raised.value)
+
+
+def test_hidden_layers_resolve_against_the_model() -> None:
+    model = config_of("base")  # 2 layers: hidden states 0..2
+    _, config = parse_args([*REQUIRED, "--outputs=hidden_states", "--hidden_layers=0,-1,2"])
+    assert check_against_model(config, model) == (0, 2)
+    _, config = parse_args([*REQUIRED, "--outputs=hidden_states", "--hidden_layers=all"])
+    assert check_against_model(config, model) == (0, 1, 2)
+    _, config = parse_args([*REQUIRED, "--outputs=transcripts"])
+    assert check_against_model(config, model) == ()
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "argv", "message"),
+    [
+        ("bare", ["--outputs=transcripts"], "head Wav2Vec2Model cannot give it"),
+        ("seqcls", ["--outputs=logits"], "Wav2Vec2ForSequenceClassification"),
+        ("base", ["--outputs=hidden_states", "--hidden_layers=3"], "hidden states 0..2"),
+        ("base", ["--outputs=hidden_states", "--hidden_layers=-4"], "hidden states 0..2"),
+        ("base", ["--stride_length_s=0"], "receptive field"),
+        ("base", ["--chunk_length_s=2", "--stride_length_s=1"], "never advance"),
+    ],
+)
+def test_options_the_checkpoint_cannot_serve(
+    checkpoint: str, argv: list[str], message: str
+) -> None:
+    _, config = parse_args([*REQUIRED, *argv])
+    with pytest.raises(OptionsError, match=message):
+        check_against_model(config, config_of(checkpoint))
+
+
+def test_main_prints_one_line_for_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*REQUIRED, "--outputs=words"]) == EXIT_BAD_OPTIONS
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: --outputs")
+
+
+def test_main_refuses_outputs_the_head_cannot_give(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["--input=x.wav", f"--model_dir={CHECKPOINTS / 'bare'}", f"--output_dir={tmp_path}"]
+    assert main(argv) == EXIT_BAD_OPTIONS
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Wav2Vec2Model" in err
+    assert not list(tmp_path.iterdir())
+
+
+def _broken_checkpoints(root: Path) -> dict[str, Path]:
+    """Checkpoint folders that cannot be loaded, each in its own way."""
+    base = CHECKPOINTS / "base"
+    broken = {}
+    for name in ("truncated_weights", "no_weights", "bad_config", "no_vocab", "no_preprocessor"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for path in base.iterdir():
+            (folder / path.name).write_bytes(path.read_bytes())
+        broken[name] = folder
+    weights = broken["truncated_weights"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    (broken["no_weights"] / "model.safetensors").unlink()
+    (broken["bad_config"] / "config.json").write_text('{"hidden_size": 30, "num_attention_')
+    (broken["no_vocab"] / "vocab.json").unlink()
+    (broken["no_preprocessor"] / "preprocessor_config.json").unlink()
+    broken["missing"] = root / "nowhere"
+    return broken
+
+
+def test_main_prints_one_line_for_unloadable_models(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name, folder in _broken_checkpoints(tmp_path / "models").items():
+        argv = ["--input=x.wav", f"--model_dir={folder}", f"--output_dir={tmp_path / 'out'}"]
+        assert main(argv) == EXIT_BAD_MODEL, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, (name, err)
+        assert err.startswith(f"error: cannot load the model in {folder}: "), name
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    """The real command line, as a user runs it (TensorFlow's start-up notices included)."""
+    for argv, code in (
+        ([*REQUIRED, "--batch_size=x"], EXIT_BAD_OPTIONS),
+        (["--input=x.wav", f"--model_dir={tmp_path}", f"--output_dir={tmp_path}"], EXIT_BAD_MODEL),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == code
+        assert done.stdout == ""
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+def test_help_lists_our_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--input", "--model_dir", "--outputs", "--chunk_length_s", "--batch_size"):
+        assert flag in out
