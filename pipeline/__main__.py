@@ -182,12 +182,11 @@ def run(argv: Sequence[str]) -> int:
         if progress_dir is not None:
             shutil.rmtree(progress_dir, ignore_errors=True)
     used = {
-        "run_id": run_id,
         **asdict(config),
         "hidden_layers": list(hidden_layers),
         "beam": beam_options_used(options),
     }
-    summary = summarize(result, time.time() - start, used)
+    summary = {"run_id": run_id, **summarize(result, time.time() - start, used)}
     write_summary(config.output_dir, run_id, summary)
     print(summary_line(summary))
     print(f"output: {config.output_dir} (run {run_id})")
