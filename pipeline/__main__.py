@@ -162,7 +162,9 @@ def run(argv: Sequence[str]) -> int:
     run_id = new_run_id()
     pipeline, local = make_pipeline(options)
     progress_dir = tempfile.mkdtemp(prefix="wav2vec2-progress-") if local else None
-    build_pipeline(pipeline, config, model, hidden_layers, run_id, progress_dir)
+    build_pipeline(
+        pipeline, config, model, hidden_layers, run_id, progress_dir, reshuffle=not local
+    )
     if options.view_as(TestOptions).dry_run:
         if not local:  # a remote runner builds its job request, and stops before submitting it
             pipeline.run()

@@ -1,6 +1,6 @@
 """The job graph: each stage of the data's path is one named transform from transforms/.
 
-    Inputs -> ReadAudio -> Reshuffle -> BatchAudio -> RunInference -> Stitch
+    Inputs -> ReadAudio -> Reshuffle (remote runners) -> BatchAudio -> RunInference -> Stitch
         -> CtcDecode -> WriteTranscripts
         -> WriteLogits, WriteHiddenStates
     (ReadAudio errors, Stitch errors) -> WriteErrors
@@ -54,8 +54,15 @@ def build_pipeline(
     hidden_layers: Sequence[int],
     run_id: str,
     progress_dir: str | None = None,
+    reshuffle: bool = True,
 ) -> None:
-    """Add the whole job to `pipeline`; `hidden_layers` as `check_against_model` resolved them."""
+    """Add the whole job to `pipeline`; `hidden_layers` as `check_against_model` resolved them.
+
+    `reshuffle` puts a fusion break between reading and inference, so that a cluster spreads one
+    file's windows over many workers. Local runs leave it out: on the DirectRunner it spreads
+    nothing and would hold every window of the corpus in memory at once, where without it
+    windows stream from the decoder to the model and memory stays flat in file length.
+    """
     align_to = model.inputs_to_logits_ratio
     read = (
         pipeline
@@ -67,9 +74,11 @@ def build_pipeline(
         share_across_processes=config.share_model_across_processes,
         progress_dir=progress_dir,
     )
+    chunks = read[CHUNKS_TAG]
+    if reshuffle:
+        chunks = chunks | "Reshuffle" >> beam.Reshuffle()
     inferred = (
-        read[CHUNKS_TAG]
-        | "Reshuffle" >> beam.Reshuffle()
+        chunks
         | "BatchAudio"
         >> BatchAudio(
             ladder_for(config.chunk_length_s, align_to),
