@@ -1,0 +1,64 @@
+"""Peak memory is flat in file length: a 30-minute file costs at most 1.3x a 1-minute file.
+
+Slow (about a minute), so it runs only when WAV2VEC2_SLOW_TESTS=1. Each run is a fresh process
+that reports its own peak resident set size once the pipeline has finished.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from fixtures.synthetic_audio import synthetic_speech
+
+REPO = Path(__file__).resolve().parents[1]
+MEASURE = """
+import resource, sys
+from pipeline.__main__ import main
+assert main(sys.argv[1:]) == 0
+print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_kb(audio: Path, output: Path) -> int:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEASURE,
+            f"--input={audio}",
+            f"--model_dir={REPO / 'tests' / 'fixtures' / 'checkpoints' / 'base'}",
+            f"--output_dir={output}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("maxrss_kb")]
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(
+    os.environ.get("WAV2VEC2_SLOW_TESTS") != "1", reason="slow: set WAV2VEC2_SLOW_TESTS=1"
+)
+def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(tmp_path: Path) -> None:
+    minute = synthetic_speech(60.0, seed=1)
+    soundfile.write(tmp_path / "one.flac", minute, 16_000)
+    soundfile.write(
+        tmp_path / "thirty.flac",
+        np.concatenate([synthetic_speech(60.0, seed=seed) for seed in range(30)]),
+        16_000,
+    )
+    one = peak_rss_kb(tmp_path / "one.flac", tmp_path / "out_one")
+    thirty = peak_rss_kb(tmp_path / "thirty.flac", tmp_path / "out_thirty")
+    print(
+        f"peak RSS: 1 min {one / 1024:.0f} MiB, 30 min {thirty / 1024:.0f} MiB, {thirty / one:.2f}x"
+    )
+    assert thirty <= 1.3 * one
