@@ -325,3 +325,21 @@ def test_soundfile_reads_the_source_rate(corpus: Corpus) -> None:
     """Guards the corpus itself: the generated files are at the rates the tests claim."""
     rates = {soundfile.info(path).samplerate for path in corpus.good}
     assert {8_000, 16_000, 22_050, 44_100, 48_000} <= rates
+
+
+def test_a_model_shared_across_processes_gives_the_same_tables(
+    corpus: Corpus, expected, tmp_path: Path
+) -> None:
+    """--share_model_across_processes: one model in a server process, called by the workers."""
+    files = checked_files(corpus)[:4]
+    argv = [
+        *[f"--input={path}" for path in files],
+        f"--model_dir={CHECKPOINTS / 'base'}",
+        f"--output_dir={tmp_path}",
+        f"--chunk_length_s={CHUNK_LENGTH_S}",
+        "--share_model_across_processes",
+    ]
+    assert main(argv) == 0
+    rows = {row["id"]: row["transcript"] for row in read_table(tmp_path / "transcripts")}
+    assert rows == {path: expected["base"][path].text for path in files}
+    assert json.loads((tmp_path / "summary.json").read_text())["model_loads"] == 1
