@@ -195,10 +195,20 @@ def run(argv: Sequence[str]) -> int:
     return 0
 
 
+def _not_beam_resource_warning(record: logging.LogRecord) -> bool:
+    """Drop Beam 2.77's warning on every model load that the `resource` module is missing.
+
+    It is there; RunInference only thinks so because an optional import beside it (its
+    ModelManager) fails without torch, so the warning says nothing about this job.
+    """
+    return not record.getMessage().startswith("Resource module is not available")
+
+
 def _configure_logging() -> None:
     """Our progress lines at INFO on stderr; Beam's and TensorFlow's loggers stay at WARNING."""
     if LOGGER.handlers:
         return
+    logging.getLogger().addFilter(_not_beam_resource_warning)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     LOGGER.addHandler(handler)
