@@ -88,7 +88,7 @@ class Wav2Vec2Options(PipelineOptions):
         parser.add_argument(
             "--max_batch_audio_s",
             type=float,
-            default=240.0,
+            default=120.0,
             help="Most padded audio seconds per forward pass.",
         )
         parser.add_argument(
