@@ -279,7 +279,7 @@ class PositionalConvEmbedding(_Layer):
     def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
         super().__init__()
         self.kernel_size = config.num_conv_pos_embeddings
-        groups = config.num_conv_pos_embedding_groups
+        self.groups = groups = config.num_conv_pos_embedding_groups
         d = config.hidden_size
         std = 2 * math.sqrt(1 / (self.kernel_size * d))
         self.kernel = self._param(
@@ -291,10 +291,26 @@ class PositionalConvEmbedding(_Layer):
         self.bias = self._param("conv.bias", (d,), "same", init.constant((d,), 0.0))
         self.activation = _activation(config.feat_extract_activation)
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         pad = self.kernel_size // 2
         padded = tf.pad(x, [[0, 0], [pad, pad], [0, 0]])
-        y = tf.nn.conv1d(padded, tf.cast(self.kernel, x.dtype), stride=1, padding="VALID")
+        kernel = tf.cast(self.kernel, x.dtype)
+        if training and self.groups > 1:
+            # TensorFlow has no CPU gradient for grouped convolutions, so training convolves each
+            # group on its own (same result; inference keeps the single grouped convolution).
+            y = tf.concat(
+                [
+                    tf.nn.conv1d(part, group_kernel, stride=1, padding="VALID")
+                    for part, group_kernel in zip(
+                        tf.split(padded, self.groups, axis=-1),
+                        tf.split(kernel, self.groups, axis=-1),
+                        strict=True,
+                    )
+                ],
+                axis=-1,
+            )
+        else:
+            y = tf.nn.conv1d(padded, kernel, stride=1, padding="VALID")
         # An even kernel gives one frame too many (PyTorch's SamePad drops the last).
         y = y[:, : tf.shape(x)[1]] + tf.cast(self.bias, x.dtype)
         return self.activation(y)
@@ -409,7 +425,7 @@ class Encoder(_Layer):
         if mask is not None:
             x = x * tf.cast(mask[:, :, None], x.dtype)
             key_bias = ((1.0 - mask) * _NEG_INF)[:, None, None, :]
-        x = x + self.pos_conv_embed(x)
+        x = x + self.pos_conv_embed(x, training)
         if not self.pre_norm:
             x = self.layer_norm(x)
         x = _dropout(x, self.hidden_dropout, training)
@@ -718,8 +734,12 @@ class TFWav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         attention_mask: tf.Tensor | None,
     ) -> tf.Tensor:
         labels = tf.convert_to_tensor(labels)
-        if int(tf.reduce_max(labels)) >= self.config.vocab_size:
-            raise ValueError(f"label values must be < vocab_size ({self.config.vocab_size})")
+        message = f"label values must be < vocab_size ({self.config.vocab_size})"
+        if not tf.executing_eagerly():
+            # Inside tf.function (a training step) the values are not known while tracing.
+            tf.debugging.assert_less(tf.cast(labels, tf.int32), self.config.vocab_size, message)
+        elif int(tf.reduce_max(labels)) >= self.config.vocab_size:
+            raise ValueError(message)
         return ctc_loss(
             output.logits,
             labels,
