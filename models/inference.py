@@ -106,7 +106,12 @@ class Wav2Vec2Runner:
         self.hidden_layers = [layer % count for layer in hidden_layers]
         self.ladder = list(ladder) if ladder is not None else bucket_ladder(60 * 16_000)
         self.compute_dtype = tf.dtypes.as_dtype(precision)
-        self._forward = tf.function(self._run, jit_compile=jit_compile, reduce_retracing=True)
+        # One trace for every shape; XLA still compiles once per concrete (batch, length) bucket.
+        signature = [
+            tf.TensorSpec([None, None], tf.float32),
+            tf.TensorSpec([None, None], tf.int32),
+        ]
+        self._forward = tf.function(self._run, jit_compile=jit_compile, input_signature=signature)
 
     def _run(self, values: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
         values = tf.cast(values, self.compute_dtype)
