@@ -1,18 +1,16 @@
 """Peak memory is flat in file length: a 30-minute file costs at most 1.3x a 1-minute file.
 
-Slow (about a minute), so it runs only when WAV2VEC2_SLOW_TESTS=1. Each run is a fresh process
-that reports its own peak resident set size once the pipeline has finished.
+About a minute. Each run is a fresh process that reports its own peak resident set size once the
+pipeline has finished.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile
 from fixtures.synthetic_audio import synthetic_speech
 
@@ -45,9 +43,6 @@ def peak_rss_kb(audio: Path, output: Path) -> int:
     return int(line.split()[1])
 
 
-@pytest.mark.skipif(
-    os.environ.get("WAV2VEC2_SLOW_TESTS") != "1", reason="slow: set WAV2VEC2_SLOW_TESTS=1"
-)
 def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(tmp_path: Path) -> None:
     minute = synthetic_speech(60.0, seed=1)
     soundfile.write(tmp_path / "one.flac", minute, 16_000)
