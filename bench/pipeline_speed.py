@@ -1,0 +1,138 @@
+"""Whole pipeline against the bare model on the same corpus, plus peak memory per file length.
+
+    python -m bench.pipeline_speed --checkpoint bench/checkpoints/base --minutes 10
+
+1. Writes a corpus of 16 kHz FLAC files with a LibriSpeech-like length mix (2-35 s, mean about
+   12 s) of the repository's synthetic speech (tests/fixtures/synthetic_audio.py).
+2. Bare model: `Wav2Vec2Runner` over the same audio, already decoded and normalized, in
+   duration-sorted batches: audio-seconds per second of model time alone.
+3. Pipeline: `python -m pipeline` on the DirectRunner in a fresh process: audio-seconds per second
+   of its wall time (summary.json), peak RSS, and the padding waste it reports.
+4. Peak RSS of the pipeline over one 1-minute and one `--long_minutes` file.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from fixtures.synthetic_audio import synthetic_speech  # noqa: E402
+
+RATE = 16_000
+
+
+def corpus_lengths(total_s: float, seed: int = 0) -> list[float]:
+    """Durations drawn from a lognormal (median 10 s) clipped to 2-35 s until `total_s` is reached."""
+    rng = np.random.default_rng(seed)
+    lengths: list[float] = []
+    while sum(lengths) < total_s:
+        lengths.append(float(np.clip(rng.lognormal(np.log(10.0), 0.55), 2.0, 35.0)))
+    return lengths
+
+
+def write_corpus(folder: Path, total_s: float) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, seconds in enumerate(corpus_lengths(total_s)):
+        path = folder / f"utt{index:05d}.flac"
+        soundfile.write(path, synthetic_speech(seconds, seed=index), RATE)
+        paths.append(path)
+    return paths
+
+
+def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precision: str) -> float:
+    from models import Wav2Vec2Runner, load_model
+
+    model = load_model(checkpoint)
+    runner = Wav2Vec2Runner(model, precision=precision)
+    audio = sorted((soundfile.read(p, dtype="float32")[0] for p in paths), key=len)
+    normalized = [(a - a.mean()) / np.sqrt(a.var() + 1e-7) for a in audio]
+    batches = [normalized[i : i + batch_size] for i in range(0, len(normalized), batch_size)]
+    runner.run(batches[0])  # warm up
+    start = time.perf_counter()
+    for batch in batches:
+        runner.run(batch)
+    elapsed = time.perf_counter() - start
+    return sum(len(a) for a in audio) / RATE / elapsed
+
+
+def run_pipeline(inputs: str, checkpoint: str, output: Path, extra: list[str]) -> dict:
+    """Run the pipeline in a fresh process; its summary.json plus the process's peak RSS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        f"--input={inputs}",
+        f"--model_dir={checkpoint}",
+        f"--output_dir={output}",
+        *extra,
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    summary = json.loads((output / "summary.json").read_text())
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    summary["peak_rss_mib"] = max(peak, before) / 1024
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", default=str(REPO / "bench" / "checkpoints" / "base"))
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--long_minutes", type=float, default=60.0)
+    args = parser.parse_args()
+
+    report: dict[str, object] = {"checkpoint": args.checkpoint, "precision": args.precision}
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        paths = write_corpus(work / "corpus", args.minutes * 60)
+        report["files"] = len(paths)
+        report["audio_s"] = sum(soundfile.info(p).duration for p in paths)
+        report["bare_model_audio_s_per_s"] = bare_model_speed(
+            args.checkpoint, paths, args.batch_size, args.precision
+        )
+        flags = [
+            "--chunk_length_s=0",
+            f"--batch_size={args.batch_size}",
+            f"--precision={args.precision}",
+        ]
+        summary = run_pipeline(
+            str(work / "corpus" / "*.flac"), args.checkpoint, work / "out", flags
+        )
+        report["pipeline_audio_s_per_s"] = summary["audio_seconds"] / summary["wall_seconds"]
+        report["pipeline_over_bare"] = (
+            report["pipeline_audio_s_per_s"] / report["bare_model_audio_s_per_s"]
+        )
+        report["padding_waste"] = summary.get("padding_waste")
+        report["pipeline_peak_rss_mib"] = summary["peak_rss_mib"]
+        for label, minutes in (("1min", 1.0), ("long", args.long_minutes)):
+            audio = np.concatenate(
+                [synthetic_speech(60.0, seed=s) for s in range(int(minutes))]
+            ).astype(np.float32)
+            path = work / f"{label}.flac"
+            soundfile.write(path, audio, RATE)
+            del audio
+            one = run_pipeline(str(path), args.checkpoint, work / f"out_{label}", [])
+            report[f"peak_rss_mib_{label}"] = one["peak_rss_mib"]
+        report["long_over_1min_rss"] = report["peak_rss_mib_long"] / report["peak_rss_mib_1min"]
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
