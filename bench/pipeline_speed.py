@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -68,13 +67,21 @@ def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precis
     return sum(len(a) for a in audio) / RATE / elapsed
 
 
+_MEASURED = """
+import resource, sys
+from pipeline.__main__ import main
+code = main(sys.argv[1:])
+print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
 def run_pipeline(inputs: str, checkpoint: str, output: Path, extra: list[str]) -> dict:
-    """Run the pipeline in a fresh process; its summary.json plus the process's peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run the pipeline in a fresh process; its summary.json plus that process's peak RSS."""
     command = [
         sys.executable,
-        "-m",
-        "pipeline",
+        "-c",
+        _MEASURED,
         f"--input={inputs}",
         f"--model_dir={checkpoint}",
         f"--output_dir={output}",
@@ -84,8 +91,8 @@ def run_pipeline(inputs: str, checkpoint: str, output: Path, extra: list[str]) -
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     summary = json.loads((output / "summary.json").read_text())
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    summary["peak_rss_mib"] = max(peak, before) / 1024
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("maxrss_kb")]
+    summary["peak_rss_mib"] = int(line.split()[1]) / 1024
     return summary
 
 
