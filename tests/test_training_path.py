@@ -1,8 +1,9 @@
 """The training path of our TF model, as models/train_demo.py uses it: a tf.function step on CPU.
 
-Training needs two things inference never exercises: gradients through every layer (TensorFlow has
-no CPU gradient for the grouped positional convolution, so training convolves group by group) and
-a loss that can be traced inside tf.function.
+Training needs what inference never exercises: gradients through every layer (TensorFlow has no
+CPU gradient for the grouped positional convolution, so training convolves group by group), a
+loss that can be traced inside tf.function, and a CTC loss fast enough to train with (TF's CTC
+kernel, which needs stand-ins for empty and unalignable labels).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import TFWav2Vec2ForCTC, Wav2Vec2Config
+from models.modeling_wav2vec2 import ctc_loss
 from models.weights import load_checkpoint_into
 
 LV60 = str(Path(__file__).parent / "fixtures" / "checkpoints" / "lv60")
@@ -79,3 +81,32 @@ def test_training_mode_without_dropout_computes_what_inference_does() -> None:
     )
     trained = model(values, attention_mask=mask, training=True)
     np.testing.assert_allclose(trained.logits.numpy(), inference.logits.numpy(), atol=1e-5)
+
+
+def test_ctc_loss_equals_tensorflows_dense_ctc_for_empty_repeated_and_plain_labels() -> None:
+    """The fast kernel path (sparse labels, stand-ins for empty labels) against TF's dense CTC."""
+    rng = np.random.default_rng(1)
+    logits = tf.constant(rng.standard_normal((3, 12, 8)), tf.float32)
+    frames = tf.constant([12, 9, 7])
+    labels = np.array([[3, 4, 5, 6], [2, 2, 5, -100], [-100, -100, -100, -100]], np.int32)
+    lengths = (labels != -100).sum(-1)
+    dense = tf.nn.ctc_loss(
+        labels=np.where(labels == -100, 0, labels),
+        logits=tf.nn.log_softmax(logits),
+        label_length=lengths,
+        logit_length=frames,
+        logits_time_major=False,
+        blank_index=0,
+    )
+    ours = ctc_loss(logits, labels, frames, blank=0, reduction="sum", zero_infinity=False)
+    np.testing.assert_allclose(float(ours), float(tf.reduce_sum(dense)), rtol=1e-5)
+
+
+def test_ctc_gradients_stay_finite_with_an_unalignable_item() -> None:
+    logits = tf.Variable(np.random.default_rng(2).standard_normal((2, 6, 8)), dtype=tf.float32)
+    labels = np.array([[3, 4, -100, -100, -100, -100, -100], [1, 2, 3, 4, 5, 6, 7]], np.int32)
+    with tf.GradientTape() as tape:
+        loss = ctc_loss(logits, labels, tf.constant([6, 6]), 0, "mean", zero_infinity=True)
+    gradient = tape.gradient(loss, logits).numpy()
+    assert np.isfinite(float(loss)) and np.isfinite(gradient).all()
+    assert not gradient[1].any(), "the zeroed item must not move the logits"
