@@ -26,7 +26,7 @@ def _ours(checkpoint: str, mode: str) -> Callable[[np.ndarray], object]:
     from models import TFWav2Vec2ForCTC
 
     model = TFWav2Vec2ForCTC.from_pretrained(checkpoint)
-    precision = "bfloat16" if "bf16" in mode else "float32"
+    precision = "bfloat16" if mode.startswith("bf16") else "float32"
     if mode == "eager":
         return lambda values: model(values).logits.numpy()
     dtype = tf.dtypes.as_dtype(precision)

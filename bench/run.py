@@ -1,0 +1,104 @@
+"""Every model-speed configuration side by side, in one run: ours in each mode and the peers.
+
+    bash bench/setup_peers.sh && .venv/bin/python -m bench.run [--arch base] [--runs 5]
+
+Each configuration runs `bench/model_speed.py` in a fresh process of the venv that holds it
+(ours: the project venv; transformers PyTorch: bench/.venv-torch; transformers 4.57 TF:
+bench/.venv-tf457) on the same random-weight checkpoint (bench/make_checkpoints.py). Prints a
+Markdown table with each configuration's audio-seconds per second (median, min, max of `--runs`
+after warm-up) and its ratio to PyTorch fp32 and bf16 autocast measured in the same run, and
+writes the rows as JSON lines to bench/results-<date>.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHONS = {
+    "ours": REPO / ".venv" / "bin" / "python",
+    "torch": REPO / "bench" / ".venv-torch" / "bin" / "python",
+    "tf457": REPO / "bench" / ".venv-tf457" / "bin" / "python",
+}
+
+#: (implementation, mode, batch) for each row, in the order printed.
+CONFIGURATIONS = [
+    ("torch", "fp32", 8),
+    ("torch", "bf16-autocast", 8),
+    ("tf457", "tf.function", 8),
+    ("tf457", "xla", 8),
+    ("ours", "eager", 8),
+    ("ours", "fp32", 1),
+    ("ours", "fp32", 8),
+    ("ours", "fp32-xla", 8),
+    ("ours", "bf16", 8),
+    ("ours", "bf16-xla", 8),
+    ("ours", "bf16-xla", 16),
+]
+
+
+def measure(impl: str, mode: str, batch: int, checkpoint: Path, runs: int) -> dict:
+    command = [
+        str(PYTHONS[impl]),
+        str(REPO / "bench" / "model_speed.py"),
+        f"--impl={impl}",
+        f"--mode={mode}",
+        f"--checkpoint={checkpoint}",
+        f"--batch={batch}",
+        f"--runs={runs}",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=_env())
+    if done.returncode != 0:
+        return {"impl": impl, "mode": mode, "batch": batch, "error": done.stderr[-500:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", default="base", choices=["base", "lv60"])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    checkpoint = REPO / "bench" / "checkpoints" / args.arch
+    rows = [measure(i, m, b, checkpoint, args.runs) for i, m, b in CONFIGURATIONS]
+    baseline = {r["mode"]: r["median"] for r in rows if r["impl"] == "torch" and "median" in r}
+    today = datetime.date.today().isoformat()
+    print(f"{args.arch}, 10 s clips, {platform.processor() or platform.machine()}, {today}\n")
+    print(
+        "| implementation | mode | batch | audio-s/s median (min-max) | vs torch fp32 | vs torch bf16 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['impl']} | {row['mode']} | {row['batch']} | failed | | |")
+            continue
+        fp32 = row["median"] / baseline["fp32"] if "fp32" in baseline else float("nan")
+        bf16 = (
+            row["median"] / baseline["bf16-autocast"]
+            if "bf16-autocast" in baseline
+            else float("nan")
+        )
+        print(
+            f"| {row['impl']} | {row['mode']} | {row['batch']} | {row['median']:.1f} "
+            f"({row['min']:.1f}-{row['max']:.1f}) | {fp32:.2f}x | {bf16:.2f}x |"
+        )
+    with open(REPO / "bench" / f"results-{today}-{args.arch}.jsonl", "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
