@@ -1,0 +1,176 @@
+"""Beam stage: `AudioItem`s (utterances found inside corpus containers) in, `AudioChunk`s out.
+
+Tar shards, Parquet files and manifests hold many utterances each; their readers
+(`transforms.read_webdataset`, `read_parquet_audio`, `read_manifest`) turn each utterance into an
+`AudioItem`: its id, where it came from, its encoded bytes or the path of its file (with an
+optional span), and its reference text. This stage decodes and chunks every item exactly as
+`transforms.read_audio` does a loose file (`open_audio` + `chunk_audio`, streamed), and keeps the
+same contract: an item gives its windows with exactly one `is_last`, or exactly one `ErrorRecord`
+and never an `is_last` window (the last window is held back until the decoder has finished
+cleanly). An item's reference text travels in the chunks' metadata under `REFERENCE` to the
+transcripts table, where it is scored (`transforms.score`).
+
+Why the readers emit items rather than chunks: the decode-and-account logic then lives once, the
+readers stay about their container layout, and the resume filter (`--skip_existing`) drops an
+item before any of its audio is decoded.
+
+Metrics (namespace `read_corpus`): `items_read` (items fully decoded), `audio_ms_decoded`,
+`decode_failures`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.chunk_audio import ChunkParams, chunk_audio
+from transforms.decode_audio import DEFAULT_BLOCK_S, AudioDecodeError, Span, open_audio
+from transforms.read_audio import CHUNKS_TAG
+from transforms.records import ERRORS_TAG, TARGET_SAMPLE_RATE, AudioChunk, ErrorRecord
+
+METRICS_NAMESPACE = "read_corpus"
+
+#: Key of an item's reference text in `AudioChunk.metadata` / `ItemResult.metadata`.
+REFERENCE = "reference"
+
+#: Fields (JSON keys, Parquet columns) searched for reference text when none is named, in order:
+#: the names Hugging Face datasets, NeMo and WebDataset corpora use.
+TEXT_FIELDS = ("text", "sentence", "transcription", "transcript")
+
+#: What follows `#` in the id of a container's error row for what could not be attributed to an
+#: item: `<container uri>#<unread>` (a tar shard's lost tail, a file that cannot be opened).
+UNREAD = "<unread>"
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class AudioItem:
+    """One utterance of a container corpus, not yet decoded.
+
+    Exactly one of `data` (the encoded file: a tar member, a Parquet cell) and `path` (a file to
+    open, local or remote) is set.
+    """
+
+    id: str
+    #: Where the audio is, for the tables' `source` column.
+    source: str
+    data: bytes | None = None
+    path: str | None = None
+    #: Only this part of the file (a manifest's offset/duration); None: all of it.
+    span: Span | None = None
+    reference: str | None = None
+
+
+def reference_text(record: Mapping[str, Any], field: str | None) -> str | None:
+    """The reference text of a JSON object or row: `field`, else the first of `TEXT_FIELDS`.
+
+    None when there is none; a non-string value is an error rather than a silently wrong
+    reference, so it raises ValueError.
+    """
+    names = (field,) if field else TEXT_FIELDS
+    for name in names:
+        value = record.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"reference field {name!r} holds {type(value).__name__}, not text")
+        return value
+    return None
+
+
+def resolve_path(container: str, path: str) -> str:
+    """`path` as written in a container (Parquet file, manifest): relative to its folder."""
+    if "://" in path or path.startswith("/"):
+        return path
+    folder, _ = FileSystems.split(container)
+    return FileSystems.join(folder, path)
+
+
+def item_error(item_id: str, source: str, stage: str, message: str) -> beam.pvalue.TaggedOutput:
+    """An `ErrorRecord` on the errors output, its message on one line."""
+    return beam.pvalue.TaggedOutput(
+        ERRORS_TAG, ErrorRecord(item_id, source, stage, " ".join(message.split()))
+    )
+
+
+def _open_raw(item: AudioItem) -> contextlib.AbstractContextManager[BinaryIO]:
+    if item.data is not None:
+        return contextlib.nullcontext(io.BytesIO(item.data))
+    if item.path is None:
+        raise ValueError(f"item {item.id!r} has neither bytes nor a path")
+    return FileSystems.open(item.path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+class _DecodeItem(beam.DoFn):
+    """Decode one item as a stream and emit its windows, or one `ErrorRecord`."""
+
+    def __init__(self, params: ChunkParams | None, block_s: float) -> None:
+        self._params = params
+        self._block_s = block_s
+        self._items_read = Metrics.counter(METRICS_NAMESPACE, "items_read")
+        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms_decoded")
+        self._failures = Metrics.counter(METRICS_NAMESPACE, "decode_failures")
+
+    def process(self, item: AudioItem) -> Iterator[object]:
+        try:
+            opened = _open_raw(item)
+        except Exception as error:  # a missing file, a permission, a remote store's refusal
+            yield self._fail(item, "read", f"unreadable: {type(error).__name__}: {error}")
+            return
+        last: AudioChunk | None = None
+        try:
+            with opened as raw, open_audio(raw, self._block_s, item.span) as stream:
+                info = stream.info
+                metadata = {
+                    "source_sample_rate": info.sample_rate,
+                    "source_channels": info.channels,
+                    "source_format": f"{info.format}/{info.subtype}",
+                    REFERENCE: item.reference,
+                }
+                for chunk in chunk_audio(
+                    stream.blocks(), item.id, item.source, self._params, metadata
+                ):
+                    if chunk.is_last:
+                        last = chunk  # held back until the item has closed cleanly
+                    else:
+                        yield chunk
+                num_samples = stream.num_samples
+        except AudioDecodeError as error:
+            yield self._fail(item, error.stage, str(error))
+            return
+        except OSError as error:
+            yield self._fail(item, "read", f"unreadable: {type(error).__name__}: {error}")
+            return
+        except Exception as error:  # one odd item must not fail the whole corpus's job
+            _LOG.exception("unexpected failure decoding %s", item.id)
+            yield self._fail(item, "decode", f"unexpected: {type(error).__name__}: {error}")
+            return
+        yield last
+        self._items_read.inc()
+        self._audio_ms.inc(round(1000 * num_samples / TARGET_SAMPLE_RATE))
+
+    def _fail(self, item: AudioItem, stage: str, message: str) -> beam.pvalue.TaggedOutput:
+        self._failures.inc()
+        return item_error(item.id, item.source, stage, message)
+
+
+class DecodeItems(beam.PTransform):
+    """`AudioItem`s to `{CHUNKS_TAG: AudioChunk, ERRORS_TAG: ErrorRecord}` (see module doc)."""
+
+    def __init__(self, params: ChunkParams | None, block_s: float = DEFAULT_BLOCK_S) -> None:
+        super().__init__()
+        self._fn = _DecodeItem(params, block_s)
+
+    def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
+        decoded = items | "Decode" >> beam.ParDo(self._fn).with_outputs(ERRORS_TAG, main=CHUNKS_TAG)
+        return {CHUNKS_TAG: decoded[CHUNKS_TAG], ERRORS_TAG: decoded[ERRORS_TAG]}

@@ -1,0 +1,246 @@
+"""Beam stage: Parquet audio datasets in, one `AudioItem` per row (or one `ErrorRecord`) out.
+
+The layout is Hugging Face `datasets`' Audio feature as it is stored in Parquet: a column (default
+`audio`, `--audio_column`) that is a struct of `bytes` (the encoded file) and `path` (its original
+name). A plain binary column (the encoded file) or a string column (a path to the file) works too.
+A row's audio is its bytes when present, else its path, read from the Parquet file's folder when
+relative (local or `gs://`).
+
+Ids: the value of the id column (`--id_column`, default `id` when the file has one; numbers are
+written in decimal), else `<file uri>#<row>` with the row's 0-based position in the file (as
+pyarrow and pandas number it). Ids from a column must be unique across the inputs: a repeat
+within a file is an error row (`duplicate_id`); a repeat across files ends as one error row for
+the id from the stitcher. `source` is `<file uri>#<row>` for embedded audio, the audio file's
+path otherwise.
+
+Reference text: `--text_column`, else the first of `decode_items.TEXT_FIELDS` the file has; a
+null is no reference. A column named by a flag that a file does not have makes that file's one
+error row `<file uri>#<unread>`, and so does a file that cannot be opened or read as Parquet.
+
+The file is read one row group at a time, the id column first: a row group whose rows are all
+done already (`--skip_existing`) is never read further, and only a group's needed rows are
+turned into items. A worker holds about one row group's audio column (Hugging Face writes audio
+datasets in row groups of 100 rows or so). A row group that cannot be read gives an error row per
+row when its ids are known, else `<file uri>#<unread>`.
+
+Metrics (namespace `read_corpus`): `rows_read`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.decode_items import (
+    METRICS_NAMESPACE,
+    TEXT_FIELDS,
+    UNREAD,
+    AudioItem,
+    item_error,
+    reference_text,
+    resolve_path,
+)
+from transforms.resume import skipped_counter
+
+#: Rows converted to Python objects at a time, within a row group.
+BATCH_ROWS = 32
+
+
+@dataclass(frozen=True)
+class ParquetColumns:
+    """The columns flags named (None: the defaults described in the module docstring)."""
+
+    audio: str | None = None
+    text: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    audio: str
+    text: str | None
+    id: str | None
+
+
+def _resolve_columns(schema: pa.Schema, columns: ParquetColumns) -> _Resolved:
+    """The columns to read in a file; ValueError names a missing or unusable one."""
+    names = set(schema.names)
+    for flag, name in (("audio", columns.audio), ("text", columns.text), ("id", columns.id)):
+        if name is not None and name not in names:
+            raise ValueError(
+                f"--{flag}_column {name!r} is not a column of this file "
+                f"(it has {', '.join(schema.names)})"
+            )
+    audio = columns.audio or "audio"
+    if audio not in names:
+        raise ValueError(
+            f"no audio column {audio!r} (it has {', '.join(schema.names)}); name it with "
+            "--audio_column"
+        )
+    audio_type = schema.field(audio).type
+    usable = (
+        pa.types.is_struct(audio_type)
+        and {"bytes", "path"} & {audio_type.field(i).name for i in range(audio_type.num_fields)}
+    ) or any(
+        check(audio_type)
+        for check in (
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_string,
+            pa.types.is_large_string,
+        )
+    )
+    if not usable:
+        raise ValueError(
+            f"audio column {audio!r} is {audio_type}; expected struct<bytes, path>, binary "
+            "or a path string"
+        )
+    text = columns.text or next((name for name in TEXT_FIELDS if name in names), None)
+    identity = columns.id or ("id" if "id" in names else None)
+    return _Resolved(audio, text, identity)
+
+
+def read_parquet_file(
+    path: str, skip: Collection[str], columns: ParquetColumns
+) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
+    """The items and errors of one Parquet file, in row order (see the module docstring)."""
+    unread = f"{path}#{UNREAD}"
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            parquet = pq.ParquetFile(raw)
+            try:
+                resolved = _resolve_columns(parquet.schema_arrow, columns)
+            except ValueError as error:
+                yield item_error(unread, path, "read", f"bad_columns: {error}")
+                return
+            first_row = 0
+            seen: dict[str, int] = {}
+            for group in range(parquet.num_row_groups):
+                yield from _read_group(parquet, group, first_row, path, skip, resolved, seen)
+                first_row += parquet.metadata.row_group(group).num_rows
+    except Exception as error:  # not Parquet, unreadable: what was not read is lost
+        yield item_error(unread, path, "read", f"unreadable: {type(error).__name__}: {error}")
+
+
+def _read_group(
+    parquet: pq.ParquetFile,
+    group: int,
+    first_row: int,
+    path: str,
+    skip: Collection[str],
+    columns: _Resolved,
+    seen: dict[str, int],
+) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
+    """One row group's items and errors; `seen` maps ids met so far in the file to their row."""
+    count = parquet.metadata.row_group(group).num_rows
+    rows = range(first_row, first_row + count)
+    try:
+        if columns.id is None:
+            ids: list[Any] = [f"{path}#{row}" for row in rows]
+        else:
+            ids = parquet.read_row_group(group, columns=[columns.id]).column(0).to_pylist()
+    except Exception as error:
+        yield item_error(
+            f"{path}#{UNREAD}",
+            path,
+            "read",
+            f"unreadable: row group {group} (rows {rows.start}-{rows.stop - 1}): "
+            f"{type(error).__name__}: {error}",
+        )
+        return
+    wanted: dict[int, str] = {}
+    for row, value in zip(rows, ids, strict=True):
+        item_id = f"{path}#{row}" if value is None else str(value)
+        if value is None:
+            yield item_error(item_id, path, "read", f"null_id: row {row} has no {columns.id}")
+        elif item_id in skip:
+            skipped_counter().inc()
+        elif item_id in seen:
+            yield item_error(
+                item_id, path, "read", f"duplicate_id: rows {seen[item_id]} and {row} of the file"
+            )
+        else:
+            wanted[row] = item_id
+        seen.setdefault(item_id, row)
+    if not wanted:
+        return
+    try:
+        yield from _items(parquet, group, first_row, path, columns, wanted)
+    except Exception as error:
+        for row, item_id in wanted.items():
+            yield item_error(
+                item_id,
+                path,
+                "read",
+                f"unreadable: row {row} (row group {group}): {type(error).__name__}: {error}",
+            )
+
+
+def _items(
+    parquet: pq.ParquetFile,
+    group: int,
+    first_row: int,
+    path: str,
+    columns: _Resolved,
+    wanted: dict[int, str],
+) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
+    """The wanted rows of one row group as items (a row without audio as an error)."""
+    names = [columns.audio] + ([columns.text] if columns.text else [])
+    row = first_row
+    for batch in parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=names):
+        records = batch.to_pylist()
+        for record in records:
+            if row in wanted:
+                yield _item(record, row, wanted[row], path, columns)
+            row += 1
+
+
+def _item(
+    record: dict[str, Any], row: int, item_id: str, path: str, columns: _Resolved
+) -> AudioItem | beam.pvalue.TaggedOutput:
+    """One row's item, or why it has none."""
+    audio = record[columns.audio]
+    data, audio_path = None, None
+    if isinstance(audio, dict):
+        data, audio_path = audio.get("bytes"), audio.get("path")
+    elif isinstance(audio, bytes):
+        data = audio
+    else:
+        audio_path = audio
+    try:
+        reference = reference_text(record, columns.text) if columns.text else None
+    except ValueError as error:
+        return item_error(item_id, f"{path}#{row}", "read", f"bad_reference: {error}")
+    if data is not None:
+        Metrics.counter(METRICS_NAMESPACE, "rows_read").inc()
+        return AudioItem(item_id, f"{path}#{row}", data=data, reference=reference)
+    if audio_path:
+        Metrics.counter(METRICS_NAMESPACE, "rows_read").inc()
+        resolved = resolve_path(path, audio_path)
+        return AudioItem(item_id, resolved, path=resolved, reference=reference)
+    return item_error(
+        item_id, f"{path}#{row}", "read", f"null_audio: row {row} has no audio bytes or path"
+    )
+
+
+class ReadParquetAudioFile(beam.DoFn):
+    """Parquet paths in, `AudioItem`s and tagged `ErrorRecord`s out.
+
+    The ids to leave out come as the side input `skip` (see `transforms.resume`).
+    """
+
+    def __init__(self, columns: ParquetColumns) -> None:
+        self._columns = columns
+
+    def process(
+        self, path: str, skip: Collection[str] = frozenset()
+    ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
+        yield from read_parquet_file(path, skip, self._columns)
