@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "soundfile==0.14.0",
     "soxr==1.1.0",
     "gcsfs",
+    "rapidfuzz>=3,<4",
 ]
 
 setup(
