@@ -42,6 +42,7 @@ from pipeline.options import (
     check_against_model,
     help_text,
     parse_args,
+    resolve_outputs,
 )
 from transforms.progress import (
     DEFAULT_INTERVAL_S,
@@ -92,8 +93,11 @@ def held_native_stderr() -> Iterator[list[bytes]]:
             captured.append(scratch.read())
 
 
-def load_checked_model(config: RunConfig) -> tuple[Wav2Vec2Config, tuple[int, ...]]:
-    """Read and check the checkpoint; returns its config and the hidden layers to write.
+def load_checked_model(
+    config: RunConfig,
+) -> tuple[RunConfig, Wav2Vec2Config, tuple[int, ...]]:
+    """Read and check the checkpoint; returns our options with the outputs resolved against it
+    (`--outputs` left out means the head's default), its config and the hidden layers to write.
 
     Raises `OptionsError` for options the checkpoint cannot serve, `ModelLoadError` when any
     file a worker needs cannot be loaded.
@@ -107,6 +111,7 @@ def load_checked_model(config: RunConfig) -> tuple[Wav2Vec2Config, tuple[int, ..
         model = Wav2Vec2Config.from_pretrained(config.model_dir)
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
+    config = resolve_outputs(config, model)
     hidden_layers = check_against_model(config, model)
     try:
         LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
@@ -115,7 +120,7 @@ def load_checked_model(config: RunConfig) -> tuple[Wav2Vec2Config, tuple[int, ..
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
     gc.collect()  # the check's copy of the weights is not needed any more
-    return model, hidden_layers
+    return config, model, hidden_layers
 
 
 def new_run_id() -> str:
@@ -142,7 +147,7 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_BAD_OPTIONS
     with held_native_stderr() as held:
         try:
-            model, hidden_layers = load_checked_model(config)
+            config, model, hidden_layers = load_checked_model(config)
         except OptionsError as error:
             refusal = (EXIT_BAD_OPTIONS, f"error: {error}")
         except ModelLoadError as error:

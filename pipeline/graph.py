@@ -2,8 +2,10 @@
 
     Inputs -> ReadAudio -> Reshuffle (remote runners) -> BatchAudio -> RunInference -> Stitch
         -> CtcDecode -> WriteTranscripts
-        -> WriteLogits, WriteHiddenStates
+        -> WriteLogits, WriteHiddenStates, WriteClassifications, WriteCodes
     (ReadAudio errors, Stitch errors) -> WriteErrors
+
+Which writers are wired depends on `config.outputs`, resolved against the checkpoint's head.
 
 Only wiring lives here; what each stage does, and why, is in its module.
 """
@@ -16,7 +18,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from models.configuration import Wav2Vec2Config
-from pipeline.options import RunConfig
+from pipeline.options import RunConfig, resolve_outputs
 from transforms.batch_audio import BatchAudio, ladder_for
 from transforms.ctc_decode import CtcDecode
 from transforms.infer import InferenceSpec, Wav2Vec2ModelHandler
@@ -25,6 +27,8 @@ from transforms.records import ERRORS_TAG
 from transforms.stitch import ITEMS_TAG, StitchItems
 from transforms.write_outputs import (
     WriteTable,
+    classifications_table,
+    codes_table,
     errors_table,
     hidden_states_table,
     logits_table,
@@ -36,6 +40,7 @@ def inference_spec(
     config: RunConfig, model: Wav2Vec2Config, hidden_layers: Sequence[int]
 ) -> InferenceSpec:
     """What the model handler computes for this run."""
+    config = resolve_outputs(config, model)
     return InferenceSpec(
         model_dir=config.model_dir,
         ctc="transcripts" in config.outputs,
@@ -44,6 +49,8 @@ def inference_spec(
         ladder=ladder_for(config.chunk_length_s, model.inputs_to_logits_ratio),
         precision=config.precision,
         jit_compile=config.jit_compile,
+        classify="classifications" in config.outputs,
+        codes="codes" in config.outputs,
     )
 
 
@@ -62,7 +69,9 @@ def build_pipeline(
     file's windows over many workers. Local runs leave it out: on the DirectRunner it spreads
     nothing and would hold every window of the corpus in memory at once, where without it
     windows stream from the decoder to the model and memory stays flat in file length.
+    `--outputs` left out means the head's default tables (`resolve_outputs`).
     """
+    config = resolve_outputs(config, model)
     align_to = model.inputs_to_logits_ratio
     read = (
         pipeline
@@ -104,4 +113,10 @@ def build_pipeline(
     if "hidden_states" in config.outputs:
         table = hidden_states_table(config.feature_dtype, model.hidden_size, hidden_layers)
         _ = items | "WriteHiddenStates" >> WriteTable(table, out, run_id)
+    if "classifications" in config.outputs:
+        table = classifications_table(model.id2label, config.model_dir)
+        _ = items | "WriteClassifications" >> WriteTable(table, out, run_id)
+    if "codes" in config.outputs:
+        table = codes_table(model.num_codevector_groups)
+        _ = items | "WriteCodes" >> WriteTable(table, out, run_id)
     _ = stitched[ERRORS_TAG] | "WriteErrors" >> WriteTable(errors_table(), out, run_id)

@@ -6,7 +6,8 @@ command line. Beam itself drops flags it does not know with a warning and exits 
 a usage screen; a typo in a flag would then silently run with a default, so `parse_args` parses
 the whole command line with every registered PipelineOptions class and turns any problem into an
 `OptionsError` with a one-line message. Checks that need the checkpoint's config (which outputs
-its head can give, the hidden layers it has, the receptive field) are in `check_against_model`.
+its head can give, the hidden layers it has, the receptive field) are in `check_against_model`,
+and `--outputs` left out means the head's own product (`resolve_outputs`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -26,15 +27,27 @@ from transforms.write_outputs import FEATURE_DTYPES
 if TYPE_CHECKING:
     from models.configuration import Wav2Vec2Config
 
-OUTPUT_NAMES = ("transcripts", "logits", "hidden_states")
+OUTPUT_NAMES = ("transcripts", "logits", "hidden_states", "classifications", "codes")
 
 #: What each checkpoint head (config.json `architectures`) can give, among `OUTPUT_NAMES`.
 HEAD_OUTPUTS = {
-    "Wav2Vec2ForCTC": frozenset(OUTPUT_NAMES),
+    "Wav2Vec2ForCTC": frozenset({"transcripts", "logits", "hidden_states"}),
     "Wav2Vec2Model": frozenset({"hidden_states"}),
-    "Wav2Vec2ForSequenceClassification": frozenset({"hidden_states"}),
-    "Wav2Vec2ForPreTraining": frozenset({"hidden_states"}),
+    "Wav2Vec2ForSequenceClassification": frozenset({"classifications", "hidden_states"}),
+    "Wav2Vec2ForPreTraining": frozenset({"codes", "hidden_states"}),
 }
+
+#: What each head writes when `--outputs` is left out: what the checkpoint was made for, so that
+#: one command line serves any checkpoint.
+DEFAULT_OUTPUTS = {
+    "Wav2Vec2ForCTC": ("transcripts",),
+    "Wav2Vec2Model": ("hidden_states",),
+    "Wav2Vec2ForSequenceClassification": ("classifications",),
+    "Wav2Vec2ForPreTraining": ("codes",),
+}
+
+#: Codes are written as int16, so a codevector group may hold at most this many entries.
+MAX_CODEVECTORS_PER_GROUP = 2**15
 
 #: `models.inference.PRECISIONS`, repeated so that checking a command line does not import
 #: TensorFlow (a test keeps the two equal): a typo is then refused at once, and in one line.
@@ -59,8 +72,9 @@ class Wav2Vec2Options(PipelineOptions):
         parser.add_argument("--output_dir", help="Folder for the tables (local or gs://).")
         parser.add_argument(
             "--outputs",
-            default="transcripts",
-            help=f"Comma-separated tables among {','.join(OUTPUT_NAMES)} (default transcripts).",
+            help=f"Comma-separated tables among {','.join(OUTPUT_NAMES)} (default: the "
+            "checkpoint head's own: transcripts for CTC, classifications for sequence "
+            "classification, codes for pretraining, hidden_states for the bare encoder).",
         )
         parser.add_argument(
             "--hidden_layers",
@@ -113,6 +127,7 @@ class RunConfig:
     inputs: tuple[str, ...]
     model_dir: str
     output_dir: str
+    #: The tables to write; empty until `resolve_outputs` fills in the head's default.
     outputs: tuple[str, ...]
     #: "all", or the layer indices as given (negative ones count from the last).
     hidden_layers: str | tuple[int, ...]
@@ -171,9 +186,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
     for name in ("input", "model_dir", "output_dir"):
         if not getattr(ours, name):
             raise OptionsError(f"--{name} is required")
-    outputs = tuple(name.strip() for name in ours.outputs.split(",") if name.strip())
+    given = ours.outputs
+    outputs = tuple(name.strip() for name in (given or "").split(",") if name.strip())
     unknown_outputs = [name for name in outputs if name not in OUTPUT_NAMES]
-    if unknown_outputs or not outputs:
+    if unknown_outputs or (given is not None and not outputs):
         raise OptionsError(
             f"--outputs {ours.outputs!r}: choose among {','.join(OUTPUT_NAMES)}, comma-separated"
         )
@@ -238,20 +254,37 @@ def _parse_stride(text: str | None) -> tuple[float, float] | None:
     return (parts[0], parts[-1])
 
 
+def resolve_outputs(config: RunConfig, model: Wav2Vec2Config) -> RunConfig:
+    """`config` with `--outputs` defaulted, when left out, to what the checkpoint's head is for."""
+    if config.outputs:
+        return config
+    return replace(config, outputs=DEFAULT_OUTPUTS.get(model.architecture, ()))
+
+
 def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, ...]:
     """Check the options against the checkpoint; returns the hidden layers to write (0-based).
 
-    The hidden layers are indices into the reference's `hidden_states` (0 is the encoder's input,
-    `num_hidden_layers` the last), with negative indices counted from the end; an empty tuple
-    when the hidden_states table is not asked for.
+    `--outputs` left out is checked as `resolve_outputs` fills it in. The hidden layers are
+    indices into the reference's `hidden_states` (0 is the encoder's input, `num_hidden_layers`
+    the last), with negative indices counted from the end; an empty tuple when the hidden_states
+    table is not asked for.
     """
     head = model.architecture
+    outputs = resolve_outputs(config, model).outputs
     possible = HEAD_OUTPUTS.get(head, frozenset())
-    missing = [name for name in config.outputs if name not in possible]
+    missing = [name for name in outputs if name not in possible]
     if missing:
+        hint = ""
+        if {"transcripts", "logits"} & set(missing):
+            hint = "; transcripts and logits need a Wav2Vec2ForCTC checkpoint"
         raise OptionsError(
             f"--outputs {','.join(missing)}: the checkpoint's head {head} cannot give it "
-            f"(it gives {','.join(sorted(possible)) or 'nothing this pipeline writes'})"
+            f"(it gives {','.join(sorted(possible)) or 'nothing this pipeline writes'}{hint})"
+        )
+    if "codes" in outputs and model.num_codevectors_per_group > MAX_CODEVECTORS_PER_GROUP:
+        raise OptionsError(
+            f"--outputs codes: the checkpoint has {model.num_codevectors_per_group} codevectors "
+            f"per group, more than the codes table's int16 holds ({MAX_CODEVECTORS_PER_GROUP})"
         )
     try:
         params = config.chunking(model.inputs_to_logits_ratio)
@@ -263,7 +296,7 @@ def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, 
             f"field ({model.receptive_field / TARGET_SAMPLE_RATE:.3f} s), or the last window of "
             "some files would be too short for the model"
         )
-    if "hidden_states" not in config.outputs:
+    if "hidden_states" not in outputs:
         return ()
     count = model.num_hidden_layers + 1
     if config.hidden_layers == "all":

@@ -1,7 +1,7 @@
 """Sample audio and a small checkpoint for `run_local.sh`, and a look at what a run wrote.
 
     python scripts/samples.py make DIR   # DIR/audio/* and DIR/checkpoint/, if not there yet
-    python scripts/samples.py show OUT   # a few rows of OUT's transcripts and errors
+    python scripts/samples.py show OUT   # a few rows of each table OUT's latest run wrote
 
 The audio is made from what a fresh Debian machine has or can install: espeak-ng speech (when
 `espeak-ng` is installed), the pocketsphinx-testdata recordings (when that package is), and
@@ -80,7 +80,11 @@ def _latest_run(output: Path, table: str) -> list[dict]:
 
 
 def show(output: Path, rows: int = 5) -> None:
-    """Print a few transcripts of the latest run (first words timed) and its errors, if any."""
+    """Print a few rows of each table the latest run wrote (the head decides which), and its errors.
+
+    Transcripts with their first words timed, classifications with the label and its probability,
+    codes and hidden states by their shape and first frames.
+    """
     for row in sorted(_latest_run(output, "transcripts"), key=lambda r: r["id"])[:rows]:
         words = ", ".join(
             f"{w['word']} {w['start_s']:.2f}-{w['end_s']:.2f}s ({w['confidence']:.2f})"
@@ -88,6 +92,17 @@ def show(output: Path, rows: int = 5) -> None:
         )
         print(f"{Path(row['id']).name} ({row['duration_s']:.1f} s): {row['transcript'][:60]!r}")
         print(f"    words: {words}")
+    for row in sorted(_latest_run(output, "classifications"), key=lambda r: r["id"])[:rows]:
+        print(
+            f"{Path(row['id']).name} ({row['duration_s']:.1f} s): {row['label']} "
+            f"({row['score']:.2f}); probabilities {np.round(row['probabilities'], 2).tolist()}"
+        )
+    for row in sorted(_latest_run(output, "codes"), key=lambda r: r["id"])[:rows]:
+        codes = np.asarray(row["codes"])
+        print(f"{Path(row['id']).name}: codes {codes.shape}, first frames {codes[:3].tolist()}")
+    for row in sorted(_latest_run(output, "hidden_states"), key=lambda r: r["id"])[:rows]:
+        state = np.asarray(row["hidden_state"])
+        print(f"{Path(row['id']).name}: hidden state {row['layer']} {state.shape}")
     for row in _latest_run(output, "errors"):
         print(f"error: {Path(row['id']).name} [{row['stage']}] {row['error']}")
 

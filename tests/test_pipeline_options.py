@@ -11,7 +11,13 @@ import pytest
 from models.configuration import Wav2Vec2Config
 from models.inference import PRECISIONS as RUNNER_PRECISIONS
 from pipeline.__main__ import EXIT_BAD_MODEL, EXIT_BAD_OPTIONS, main
-from pipeline.options import PRECISIONS, OptionsError, check_against_model, parse_args
+from pipeline.options import (
+    PRECISIONS,
+    OptionsError,
+    check_against_model,
+    parse_args,
+    resolve_outputs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"
@@ -46,7 +52,7 @@ def test_our_flags_sit_beside_beam_flags() -> None:
 
 def test_defaults_chunk_long_files() -> None:
     _, config = parse_args(REQUIRED)
-    assert config.outputs == ("transcripts",)
+    assert config.outputs == ()  # the head's own, once the checkpoint is read
     assert config.hidden_layers == (-1,)
     assert config.chunk_length_s == 30.0 and config.stride_length_s is None
     assert config.feature_dtype == "float32" and config.precision == "float32"
@@ -92,10 +98,29 @@ def test_hidden_layers_resolve_against_the_model() -> None:
 
 
 @pytest.mark.parametrize(
+    ("checkpoint", "outputs"),
+    [
+        ("base", ("transcripts",)),
+        ("seqcls", ("classifications",)),
+        ("pretrain", ("codes",)),
+        ("bare", ("hidden_states",)),
+    ],
+)
+def test_outputs_default_to_what_the_head_is_for(checkpoint: str, outputs: tuple[str]) -> None:
+    _, config = parse_args(REQUIRED)
+    assert resolve_outputs(config, config_of(checkpoint)).outputs == outputs
+    expected_layers = (2,) if outputs == ("hidden_states",) else ()
+    assert check_against_model(config, config_of(checkpoint)) == expected_layers
+
+
+@pytest.mark.parametrize(
     ("checkpoint", "argv", "message"),
     [
         ("bare", ["--outputs=transcripts"], "head Wav2Vec2Model cannot give it"),
         ("seqcls", ["--outputs=logits"], "Wav2Vec2ForSequenceClassification"),
+        ("seqcls", ["--outputs=codes"], "it gives classifications,hidden_states"),
+        ("pretrain", ["--outputs=classifications"], "it gives codes,hidden_states"),
+        ("base", ["--outputs=classifications"], "head Wav2Vec2ForCTC cannot give it"),
         ("base", ["--outputs=hidden_states", "--hidden_layers=3"], "hidden states 0..2"),
         ("base", ["--outputs=hidden_states", "--hidden_layers=-4"], "hidden states 0..2"),
         ("base", ["--stride_length_s=0"], "receptive field"),
@@ -117,13 +142,28 @@ def test_main_prints_one_line_for_bad_options(capsys: pytest.CaptureFixture[str]
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: --outputs")
 
 
-def test_main_refuses_outputs_the_head_cannot_give(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("checkpoint", "head"),
+    [
+        ("bare", "Wav2Vec2Model"),
+        ("seqcls", "Wav2Vec2ForSequenceClassification"),
+        ("pretrain", "Wav2Vec2ForPreTraining"),
+    ],
+)
+def test_main_refuses_transcripts_without_a_ctc_head(
+    checkpoint: str, head: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    argv = ["--input=x.wav", f"--model_dir={CHECKPOINTS / 'bare'}", f"--output_dir={tmp_path}"]
+    argv = [
+        "--input=x.wav",
+        f"--model_dir={CHECKPOINTS / checkpoint}",
+        f"--output_dir={tmp_path}",
+        "--outputs=transcripts",
+    ]
     assert main(argv) == EXIT_BAD_OPTIONS
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Wav2Vec2Model" in err
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: --outputs transcripts: the checkpoint's head {head} cannot")
+    assert "need a Wav2Vec2ForCTC checkpoint" in err
     assert not list(tmp_path.iterdir())
 
 
@@ -161,9 +201,14 @@ def test_main_prints_one_line_for_unloadable_models(
 
 def test_the_command_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     """The real command line, as a user runs it (TensorFlow's start-up notices included)."""
+    no_ctc_head = f"--model_dir={CHECKPOINTS / 'pretrain'}"
     for argv, code in (
         ([*REQUIRED, "--batch_size=x"], EXIT_BAD_OPTIONS),
         (["--input=x.wav", f"--model_dir={tmp_path}", f"--output_dir={tmp_path}"], EXIT_BAD_MODEL),
+        (
+            ["--input=x.wav", no_ctc_head, "--outputs=transcripts", "--output_dir=/o"],
+            EXIT_BAD_OPTIONS,
+        ),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "pipeline", *argv],

@@ -23,6 +23,8 @@ from transforms.ctc_decode import decode_ctc
 from transforms.infer import InferenceSpec, LoadedWav2Vec2, max_softmax
 from transforms.progress import ProgressReporter, progress_line, read_progress, record_progress
 from transforms.records import (
+    CLASS_PROBABILITIES,
+    CODES,
     CTC_CONFIDENCE,
     CTC_IDS,
     LOGITS,
@@ -33,6 +35,8 @@ from transforms.records import (
 )
 from transforms.stitch import first_error, stitch_item
 from transforms.write_outputs import (
+    classifications_table,
+    codes_table,
     frames_column,
     hidden_states_table,
     logits_table,
@@ -212,6 +216,28 @@ def test_float16_overflow_is_an_error() -> None:
     assert isinstance(result, ErrorRecord) and "--feature_dtype float32" in result.error
 
 
+def test_per_window_outputs_are_pooled_by_the_audio_each_window_keeps() -> None:
+    first, second = np.array([0.8, 0.2], np.float32), np.array([0.2, 0.8], np.float32)
+    windows = [  # keeps 12 and 4 frames' worth of samples
+        window(0, False, 15, stride_right=3 * 320, per_window={CLASS_PROBABILITIES: first}),
+        window(
+            1,
+            True,
+            7,
+            stride_left=3 * 320,
+            total_samples=16 * 320,
+            per_window={CLASS_PROBABILITIES: second},
+        ),
+    ]
+    result = stitch_item("x", windows, 320, "float32")
+    assert isinstance(result, ItemResult)
+    assert np.allclose(result.pooled[CLASS_PROBABILITIES], (12 * first + 4 * second) / 16)
+    alone = stitch_item(
+        "x", [window(0, True, 5, per_window={CLASS_PROBABILITIES: first})], 320, "float32"
+    )
+    assert np.array_equal(alone.pooled[CLASS_PROBABILITIES], first)
+
+
 def test_the_earliest_stage_error_is_reported() -> None:
     errors = [
         ErrorRecord("x", "x", "infer", "a"),
@@ -285,6 +311,32 @@ def test_feature_tables_follow_their_schema() -> None:
     table = spec.to_table(items)
     assert table.column("layer").to_pylist() == [0, 0]
     assert table.column("num_frames").to_pylist() == [2, 5]
+
+
+def test_classification_and_codes_tables_follow_their_schema() -> None:
+    items = [
+        ItemResult(
+            id=f"f{n}",
+            source=f"s{n}",
+            duration_s=1.5,
+            sample_rate=16_000,
+            num_frames=n,
+            frames={CODES: np.full((n, 2), 300 + n, np.int16)},
+            pooled={CLASS_PROBABILITIES: np.roll(np.array([0.7, 0.2, 0.1], np.float32), n)},
+        )
+        for n in (1, 2)
+    ]
+    spec = classifications_table({0: "yes", 1: "no", 2: "up"}, "/m")
+    table = spec.to_table(items)
+    assert table.schema.equals(spec.schema)
+    assert table.column("label").to_pylist() == ["no", "up"]
+    assert table.column("score").to_pylist() == pytest.approx([0.7, 0.7])
+    assert table.column("probabilities").to_pylist()[1] == pytest.approx([0.2, 0.1, 0.7])
+    assert table.column("source").to_pylist() == ["s1", "s2"]
+    spec = codes_table(2)
+    table = spec.to_table(items)
+    assert table.schema.equals(spec.schema)
+    assert table.column("codes").to_pylist() == [[[301, 301]], [[302, 302], [302, 302]]]
 
 
 def test_summary_is_written_twice(tmp_path: Path) -> None:

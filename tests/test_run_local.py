@@ -1,4 +1,5 @@
-"""`run_local.sh` with no arguments: samples made, pipeline run, output shown."""
+"""`run_local.sh`: samples made, pipeline run, output shown; with no arguments, and with a
+checkpoint of another head (the sample audio and output folder filled in)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHON": sys.executable}
 
 
 def test_run_local_with_no_arguments() -> None:
@@ -16,7 +18,7 @@ def test_run_local_with_no_arguments() -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHON": sys.executable},
+        env=ENV,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Tables are in output/run_local/" in done.stdout
@@ -24,3 +26,27 @@ def test_run_local_with_no_arguments() -> None:
     summary = json.loads((REPO / "output" / "run_local" / "summary.json").read_text())
     assert summary["failed"] == 0 and summary["succeeded"] >= 3
     assert summary["model_loads"] == 1
+
+
+def test_run_local_with_a_classification_checkpoint(tmp_path: Path) -> None:
+    checkpoint = REPO / "tests" / "fixtures" / "checkpoints" / "seqcls"
+    done = subprocess.run(
+        [
+            "bash",
+            str(REPO / "run_local.sh"),
+            "--model_dir",
+            str(checkpoint),
+            f"--output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Tables are in {tmp_path}/" in done.stdout
+    assert done.stdout.count("; probabilities [") >= 3
+    assert {path.name for path in tmp_path.iterdir() if path.is_dir()} == {
+        "classifications",
+        "errors",
+    }

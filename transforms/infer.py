@@ -14,7 +14,9 @@ audio length), so the handler skips RunInference's batching.
 The hot path is per batch: normalization is one numpy expression per item (the statistics are
 per item, as the reference feature extractor computes them), then one forward pass; the greedy CTC
 ids and their probabilities are reduced from the logits here, so that only two numbers per frame
-travel on when logits are not asked for.
+travel on when logits are not asked for. Likewise a classifier's logits become its softmax
+probabilities here (the stitcher pools probabilities, not logits), and the pretraining head's
+codevector ids travel as int16.
 
 Failures stay per item: a window shorter than the model's receptive field, a batch the model
 cannot run (then each item is retried alone, so one bad item does not fail its batch) and
@@ -42,6 +44,8 @@ from apache_beam.ml.inference.base import ModelHandler
 from models.feature_extraction import Wav2Vec2FeatureExtractor
 from transforms.progress import METRICS_NAMESPACE, record_progress
 from transforms.records import (
+    CLASS_PROBABILITIES,
+    CODES,
     CTC_CONFIDENCE,
     CTC_IDS,
     LOGITS,
@@ -69,6 +73,10 @@ class InferenceSpec:
     ladder: tuple[int, ...]
     precision: str = "float32"
     jit_compile: bool = False
+    #: Emit a sequence classifier's softmax probabilities per window (for classifications).
+    classify: bool = False
+    #: Emit the pretraining head's codevector ids per frame (for codes).
+    codes: bool = False
 
 
 def configure_gpus() -> None:
@@ -92,6 +100,12 @@ def max_softmax(logits: np.ndarray) -> np.ndarray:
     """Per-frame top softmax probability, computed stably as 1 / sum(exp(logits - max))."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return (1.0 / np.exp(shifted).sum(axis=-1)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax of a logits vector, computed stably in float64 and returned as float32."""
+    shifted = np.exp(logits.astype(np.float64) - logits.max())
+    return (shifted / shifted.sum()).astype(np.float32)
 
 
 def normalize(samples: np.ndarray, do_normalize: bool) -> np.ndarray:
@@ -188,15 +202,28 @@ class LoadedWav2Vec2:
                 frames[CTC_CONFIDENCE] = max_softmax(logits)
             if self._spec.logits:
                 frames[LOGITS] = logits
+        per_window: dict[str, np.ndarray] = {}
+        if self._spec.classify:
+            class_logits = outputs.class_logits[row]
+            if not np.isfinite(class_logits).all():
+                return _failed(chunk, "the model's class logits hold NaN or Inf")
+            per_window[CLASS_PROBABILITIES] = softmax(class_logits)
+        if self._spec.codes:
+            frames[CODES] = outputs.codevector_ids[row].astype(np.int16)
         for position, layer in enumerate(self._spec.hidden_layers):
             frames[hidden_state_key(layer)] = outputs.hidden_states[position][row]
         for name, array in frames.items():
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 return _failed(chunk, f"the model's {name} output holds NaN or Inf")
-        return _inferred(chunk, frames, None)
+        return _inferred(chunk, frames, None, per_window)
 
 
-def _inferred(chunk: AudioChunk, frames: dict[str, np.ndarray], error: str | None) -> InferredChunk:
+def _inferred(
+    chunk: AudioChunk,
+    frames: dict[str, np.ndarray],
+    error: str | None,
+    per_window: dict[str, np.ndarray] | None = None,
+) -> InferredChunk:
     return InferredChunk(
         id=chunk.id,
         source=chunk.source,
@@ -209,6 +236,7 @@ def _inferred(chunk: AudioChunk, frames: dict[str, np.ndarray], error: str | Non
         metadata=chunk.metadata,
         frames=frames,
         error=error,
+        per_window=per_window or {},
     )
 
 

@@ -26,6 +26,12 @@ CTC_IDS = "ctc_ids"
 CTC_CONFIDENCE = "ctc_confidence"
 #: CTC logits per frame, float32 [frames, vocab].
 LOGITS = "logits"
+#: The pretraining head's codevector id per frame and codevector group, int16 [frames, groups].
+CODES = "codes"
+
+#: Names of the per-window outputs in `InferredChunk.per_window` and `ItemResult.pooled`.
+#: Sequence-classification softmax probabilities, float32 [num_labels].
+CLASS_PROBABILITIES = "class_probabilities"
 
 
 def hidden_state_key(layer: int) -> str:
@@ -73,8 +79,10 @@ class InferredChunk:
     The samples are dropped (only their count is kept) so that what is shuffled to the stitcher
     stays small. `frames` maps an output name to an array whose first axis is the window's valid
     frames, so that the stitcher can cut every output at the same frames without knowing what it
-    is (CTC ids, logits, one hidden layer, and later codevector ids). An `error` marks a window the
-    model could not run; the stitcher turns it into the item's one `ErrorRecord`.
+    is (CTC ids, logits, one hidden layer, codevector ids). `per_window` holds outputs that
+    describe the window as a whole (a classifier's probabilities): they have no frames to cut, so
+    the stitcher pools them over the item's windows instead. An `error` marks a window the model
+    could not run; the stitcher turns it into the item's one `ErrorRecord`.
     """
 
     id: str
@@ -89,6 +97,7 @@ class InferredChunk:
     metadata: dict[str, Any]
     frames: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
+    per_window: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,3 +114,5 @@ class ItemResult:
     #: The stitched frame-aligned outputs, keyed as in `InferredChunk.frames`.
     frames: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The windows' `per_window` outputs pooled into one per item (see `transforms.stitch`).
+    pooled: dict[str, np.ndarray] = field(default_factory=dict)

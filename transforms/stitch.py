@@ -8,7 +8,8 @@ This is where the accounting closes. Windows and error records are grouped by it
   failed late has some windows but never its last one (see `transforms/read_audio.py`), and its
   decode error is in the same group, so it is dropped here.
 * windows 0..k with the last one marked `is_last` -> the windows' frame-aligned outputs are cut
-  and joined as the reference ASR pipeline does (`transforms.chunk_audio.stitch_frames`).
+  and joined as the reference ASR pipeline does (`transforms.chunk_audio.stitch_frames`), and
+  their per-window outputs (a classifier's probabilities) are pooled (`pool_windows`).
 * anything else (a window missing with no error to say why) -> an error, so that no id vanishes.
 
 Outputs are checked here to be writable as asked: with `--feature_dtype float16`, an item whose
@@ -49,6 +50,25 @@ def first_error(errors: Iterable[ErrorRecord]) -> ErrorRecord:
             e.error,
         ),
     )
+
+
+def pool_windows(windows: list[InferredChunk]) -> dict[str, np.ndarray]:
+    """Each per-window output averaged over the windows, weighted by the audio each one keeps.
+
+    A window keeps its samples less its strides, the same span whose frames stitching keeps; the
+    kept spans tile the item exactly, so every second of audio weighs the same however the item
+    was cut, the overlaps count once, and an item of one window gets that window's output as the
+    model gave it. Averaging probabilities (rather than logits) keeps a window the model is unsure
+    of from swinging the item's label with a few large logits.
+    """
+    weights = np.array(
+        [w.num_samples - w.stride_left - w.stride_right for w in windows], np.float64
+    )
+    pooled = {}
+    for name in windows[-1].per_window:
+        stacked = np.stack([w.per_window[name] for w in windows])
+        pooled[name] = (np.tensordot(weights, stacked, axes=1) / weights.sum()).astype(np.float32)
+    return pooled
 
 
 def stitch_item(
@@ -96,6 +116,7 @@ def stitch_item(
         num_frames=num_frames,
         frames=frames,
         metadata=last.metadata,
+        pooled=pool_windows(windows),
     )
 
 

@@ -5,6 +5,8 @@ Layout under `--output_dir`::
     transcripts/<run_id>-SSSSS-of-NNNNN.parquet
     logits/<run_id>-...parquet
     hidden_states/<run_id>-...parquet
+    classifications/<run_id>-...parquet
+    codes/<run_id>-...parquet
     errors/<run_id>-...parquet
     summary.json            (the latest run's; also summary-<run_id>.json)
 
@@ -18,9 +20,9 @@ float per value. Here each table's rows are buffered per bundle (up to `MAX_ROWS
 or `MAX_BYTES_PER_TABLE` bytes, one Parquet row group each) and turned into a `pyarrow.Table`
 straight from the numpy arrays; the Beam sink then writes those tables as they are.
 
-Frame matrices are `list<fixed_size_list<float>>` (frames x width): a nested list per row, whose
-inner width (vocabulary or hidden size) is part of the schema and needs no offsets, so a very long
-item cannot overflow Arrow's 32-bit list offsets.
+Frame matrices are `list<fixed_size_list<float>>` (frames x width; int16 for codes): a nested list
+per row, whose inner width (vocabulary, hidden size or codevector groups) is part of the schema and
+needs no offsets, so a very long item cannot overflow Arrow's 32-bit list offsets.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.records import LOGITS, ItemResult, hidden_state_key
+from transforms.records import CLASS_PROBABILITIES, CODES, LOGITS, ItemResult, hidden_state_key
 
 MAX_ROWS_PER_TABLE = 1000
 MAX_BYTES_PER_TABLE = 64 * 1024 * 1024
@@ -67,8 +69,8 @@ ERRORS_SCHEMA = pa.schema(
 
 
 def frames_type(dtype: str, width: int) -> pa.DataType:
-    """The Arrow type of a (frames x width) matrix column."""
-    return pa.list_(pa.list_(FEATURE_DTYPES[dtype], width))
+    """The Arrow type of a (frames x width) matrix column of numpy dtype `dtype`."""
+    return pa.list_(pa.list_(pa.from_numpy_dtype(np.dtype(dtype)), width))
 
 
 def logits_schema(dtype: str, vocab_size: int) -> pa.Schema:
@@ -92,11 +94,35 @@ def hidden_states_schema(dtype: str, hidden_size: int) -> pa.Schema:
     )
 
 
+def codes_schema(groups: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("num_frames", pa.int32(), nullable=False),
+            pa.field("codes", frames_type("int16", groups), nullable=False),
+        ]
+    )
+
+
+def classifications_schema(num_labels: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("score", pa.float32(), nullable=False),
+            pa.field("probabilities", pa.list_(pa.float32(), num_labels), nullable=False),
+            pa.field("duration_s", pa.float64(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+        ]
+    )
+
+
 def frames_column(matrices: Sequence[np.ndarray], dtype: str, width: int) -> pa.Array:
     """One list<fixed_size_list> array from (frames x width) numpy matrices, without Python floats."""
     numpy_dtype = np.dtype(dtype)
     flat = np.concatenate([m.astype(numpy_dtype, copy=False).reshape(-1) for m in matrices])
-    rows = pa.FixedSizeListArray.from_arrays(pa.array(flat, FEATURE_DTYPES[dtype]), width)
+    rows = pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
     offsets = np.zeros(len(matrices) + 1, np.int32)
     np.cumsum([len(m) for m in matrices], out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), rows)
@@ -172,6 +198,55 @@ def hidden_states_table(dtype: str, hidden_size: int, layers: Sequence[int]) -> 
         return sum(item.frames[hidden_state_key(layer)].nbytes for layer in layers)
 
     return TableSpec("hidden_states", schema, to_table, size_of)
+
+
+def codes_table(groups: int) -> TableSpec:
+    """One row per item: its stitched codevector ids (frames x groups)."""
+    schema = codes_schema(groups)
+
+    def to_table(items: list[ItemResult]) -> pa.Table:
+        return pa.Table.from_arrays(
+            [
+                pa.array([item.id for item in items], pa.string()),
+                pa.array([item.num_frames for item in items], pa.int32()),
+                frames_column([item.frames[CODES] for item in items], "int16", groups),
+            ],
+            schema=schema,
+        )
+
+    return TableSpec("codes", schema, to_table, lambda item: item.frames[CODES].nbytes)
+
+
+def classifications_table(id2label: dict[int, str], model_dir: str) -> TableSpec:
+    """One row per item: the label of its pooled probabilities' largest, and the whole vector.
+
+    `probabilities[i]` is the probability of class `i` (`id2label[i]` in the checkpoint's
+    config.json); `score` is the label's own probability.
+    """
+    num_labels = len(id2label)
+    schema = classifications_schema(num_labels)
+
+    def to_table(items: list[ItemResult]) -> pa.Table:
+        probabilities = [item.pooled[CLASS_PROBABILITIES] for item in items]
+        top = [int(p.argmax()) for p in probabilities]
+        return pa.Table.from_arrays(
+            [
+                pa.array([item.id for item in items], pa.string()),
+                pa.array([item.source for item in items], pa.string()),
+                pa.array([id2label[index] for index in top], pa.string()),
+                pa.array(
+                    np.array([p[i] for p, i in zip(probabilities, top, strict=True)], np.float32)
+                ),
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.concatenate(probabilities), pa.float32()), num_labels
+                ),
+                pa.array([item.duration_s for item in items], pa.float64()),
+                pa.array([model_dir] * len(items), pa.string()),
+            ],
+            schema=schema,
+        )
+
+    return TableSpec("classifications", schema, to_table, lambda item: 4 * num_labels + 256)
 
 
 class _ToArrowTables(beam.DoFn):
