@@ -48,9 +48,11 @@ from transforms.progress import (
     DEFAULT_INTERVAL_S,
     LOGGER,
     ProgressReporter,
+    counters,
     summarize,
     summary_line,
 )
+from transforms.score import score_line, summarize_scores
 from transforms.write_outputs import write_summary
 
 if TYPE_CHECKING:
@@ -193,9 +195,17 @@ def run(argv: Sequence[str]) -> int:
         "hidden_layers": list(hidden_layers),
         "beam": beam_options_used(options),
     }
-    summary = {"run_id": run_id, **summarize(result, time.time() - start, used)}
+    found = counters(result)
+    summary = {
+        "run_id": run_id,
+        **summarize(result, time.time() - start, used),
+        "skipped_existing": found.get("items_skipped", 0),
+        **summarize_scores(found),
+    }
     write_summary(config.output_dir, run_id, summary)
     print(summary_line(summary))
+    if summary["wer"] is not None:
+        print(score_line(summary))
     print(f"output: {config.output_dir} (run {run_id})")
     return 0
 

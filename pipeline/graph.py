@@ -1,9 +1,11 @@
 """The job graph: each stage of the data's path is one named transform from transforms/.
 
-    Inputs -> ReadAudio -> Reshuffle (remote runners) -> BatchAudio -> RunInference -> Stitch
-        -> CtcDecode -> WriteTranscripts
+    Inputs -> ReadCorpus -> Reshuffle (remote runners) -> BatchAudio -> RunInference -> Stitch
+        -> CtcDecode -> ScoreTranscripts -> WriteTranscripts
         -> WriteLogits, WriteHiddenStates, WriteClassifications, WriteCodes
-    (ReadAudio errors, Stitch errors) -> WriteErrors
+        -> WritePooledHiddenStates (--pool mean)
+    (ReadCorpus errors, Stitch errors) -> WriteErrors
+    ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out
 
 Which writers are wired depends on `config.outputs`, resolved against the checkpoint's head.
 
@@ -22,8 +24,13 @@ from pipeline.options import RunConfig, resolve_outputs
 from transforms.batch_audio import BatchAudio, ladder_for
 from transforms.ctc_decode import CtcDecode
 from transforms.infer import InferenceSpec, Wav2Vec2ModelHandler
-from transforms.read_audio import CHUNKS_TAG, ReadAudio
+from transforms.pool import TABLE as POOLED_TABLE
+from transforms.pool import pooled_table
+from transforms.read_audio import CHUNKS_TAG
+from transforms.read_corpus import CorpusOptions, ReadCorpus
 from transforms.records import ERRORS_TAG
+from transforms.resume import ReadExistingIds
+from transforms.score import ScoreTranscripts
 from transforms.stitch import ITEMS_TAG, StitchItems
 from transforms.write_outputs import (
     WriteTable,
@@ -54,6 +61,11 @@ def inference_spec(
     )
 
 
+def written_tables(config: RunConfig) -> list[str]:
+    """The tables a run writes ids into; `--skip_existing` leaves out the ids they hold."""
+    return ["errors", *config.outputs] + ([POOLED_TABLE] if config.pool == "mean" else [])
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     config: RunConfig,
@@ -73,10 +85,20 @@ def build_pipeline(
     """
     config = resolve_outputs(config, model)
     align_to = model.inputs_to_logits_ratio
+    done = None
+    if config.skip_existing:
+        tables = written_tables(config)
+        done = pipeline | "ExistingIds" >> ReadExistingIds(config.output_dir, tables)
+    corpus = CorpusOptions(
+        config.input_format, config.audio_column, config.text_column, config.id_column
+    )
     read = (
         pipeline
         | "Inputs" >> beam.Create(list(config.inputs))
-        | "ReadAudio" >> ReadAudio(config.chunk_length_s, config.stride_length_s, align_to=align_to)
+        | "ReadCorpus"
+        >> ReadCorpus(
+            corpus, config.chunk_length_s, config.stride_length_s, align_to=align_to, done=done
+        )
     )
     handler = Wav2Vec2ModelHandler(
         inference_spec(config, model, hidden_layers),
@@ -105,6 +127,7 @@ def build_pipeline(
         _ = (
             items
             | "CtcDecode" >> CtcDecode(config.model_dir, align_to)
+            | "ScoreTranscripts" >> ScoreTranscripts()
             | "WriteTranscripts" >> WriteTable(transcripts_table(), out, run_id)
         )
     if "logits" in config.outputs:
@@ -119,4 +142,7 @@ def build_pipeline(
     if "codes" in config.outputs:
         table = codes_table(model.num_codevector_groups)
         _ = items | "WriteCodes" >> WriteTable(table, out, run_id)
+    if config.pool == "mean":
+        table = pooled_table(config.feature_dtype, model.hidden_size, hidden_layers)
+        _ = items | "WritePooledHiddenStates" >> WriteTable(table, out, run_id)
     _ = stitched[ERRORS_TAG] | "WriteErrors" >> WriteTable(errors_table(), out, run_id)

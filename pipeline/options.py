@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from transforms.chunk_audio import ChunkParams, chunk_params
+from transforms.corpus_inputs import INPUT_FORMATS
+from transforms.pool import POOLINGS
 from transforms.records import TARGET_SAMPLE_RATE
 from transforms.write_outputs import FEATURE_DTYPES
 
@@ -66,7 +68,8 @@ class Wav2Vec2Options(PipelineOptions):
         parser.add_argument(
             "--input",
             action="append",
-            help="Audio files: a path, URI or glob (local or gs://); repeat for several.",
+            help="Audio files, WebDataset .tar shards, Parquet audio datasets or JSONL "
+            "manifests: a path, URI, glob or brace range (local or gs://); repeat for several.",
         )
         parser.add_argument("--model_dir", help="Hugging Face checkpoint folder (local or gs://).")
         parser.add_argument("--output_dir", help="Folder for the tables (local or gs://).")
@@ -118,6 +121,34 @@ class Wav2Vec2Options(PipelineOptions):
             action="store_true",
             help="One model per machine, shared by all SDK processes (one per GPU).",
         )
+        parser.add_argument(
+            "--input_format",
+            default="auto",
+            help=f"What the inputs are, one of {','.join(INPUT_FORMATS)} (default auto: by name, "
+            ".tar WebDataset shards, .parquet, .jsonl/.json manifests, anything else audio).",
+        )
+        parser.add_argument("--audio_column", help="Parquet: the audio column (default audio).")
+        parser.add_argument(
+            "--text_column",
+            help="Parquet column, manifest or tar-JSON field of the reference text (default: "
+            "the first of text, sentence, transcription, transcript).",
+        )
+        parser.add_argument(
+            "--id_column",
+            help="Parquet column or manifest field of the item id (default id when present, "
+            "else <file>#<row or line>).",
+        )
+        parser.add_argument(
+            "--skip_existing",
+            action="store_true",
+            help="Leave out the ids already in --output_dir's tables (resume a run).",
+        )
+        parser.add_argument(
+            "--pool",
+            default="none",
+            help=f"One of {','.join(POOLINGS)}: mean also writes one mean-pooled vector per "
+            "item and --hidden_layers layer (table pooled_hidden_states).",
+        )
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,13 @@ class RunConfig:
     precision: str
     jit_compile: bool
     share_model_across_processes: bool
+    #: `--input_format` and the column flags (see transforms/read_corpus.py).
+    input_format: str = "auto"
+    audio_column: str | None = None
+    text_column: str | None = None
+    id_column: str | None = None
+    skip_existing: bool = False
+    pool: str = "none"
 
     def chunking(self, align_to: int) -> ChunkParams | None:
         """The window geometry in samples (None: no chunking), as the reference derives it."""
@@ -203,6 +241,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError("--max_batch_audio_s must be positive")
     if not (ours.chunk_length_s >= 0 and math.isfinite(ours.chunk_length_s)):
         raise OptionsError("--chunk_length_s must be 0 (no chunking) or a positive number")
+    if ours.input_format not in INPUT_FORMATS:
+        raise OptionsError(f"--input_format must be one of {','.join(INPUT_FORMATS)}")
+    if ours.pool not in POOLINGS:
+        raise OptionsError(f"--pool must be one of {','.join(POOLINGS)}")
     config = RunConfig(
         inputs=tuple(ours.input),
         model_dir=ours.model_dir,
@@ -217,6 +259,12 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         precision=ours.precision,
         jit_compile=ours.jit_compile,
         share_model_across_processes=ours.share_model_across_processes,
+        input_format=ours.input_format,
+        audio_column=ours.audio_column,
+        text_column=ours.text_column,
+        id_column=ours.id_column,
+        skip_existing=ours.skip_existing,
+        pool=ours.pool,
     )
     return options, config
 
@@ -266,8 +314,8 @@ def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, 
 
     `--outputs` left out is checked as `resolve_outputs` fills it in. The hidden layers are
     indices into the reference's `hidden_states` (0 is the encoder's input, `num_hidden_layers`
-    the last), with negative indices counted from the end; an empty tuple when the hidden_states
-    table is not asked for.
+    the last), with negative indices counted from the end; an empty tuple when neither the hidden_states
+    table nor pooled vectors (`--pool`) are asked for.
     """
     head = model.architecture
     outputs = resolve_outputs(config, model).outputs
@@ -296,7 +344,7 @@ def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, 
             f"field ({model.receptive_field / TARGET_SAMPLE_RATE:.3f} s), or the last window of "
             "some files would be too short for the model"
         )
-    if "hidden_states" not in outputs:
+    if "hidden_states" not in outputs and config.pool == "none":
         return ()
     count = model.num_hidden_layers + 1
     if config.hidden_layers == "all":

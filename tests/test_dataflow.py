@@ -25,7 +25,7 @@ from pipeline.options import check_against_model, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "fixtures" / "checkpoints" / "base"
-STAGES = ("Inputs", "ReadAudio", "Reshuffle", "BatchAudio", "RunInference", "Stitch")
+STAGES = ("Inputs", "ReadCorpus", "Reshuffle", "BatchAudio", "RunInference", "Stitch")
 
 
 def pins() -> dict[str, str]:

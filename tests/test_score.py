@@ -8,6 +8,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.progress import counters
 from transforms.score import ScoreTranscripts, normalize_text, score, summarize_scores
 
 #: (reference, hypothesis) pairs as users and CTC models write them.
@@ -76,7 +77,7 @@ def test_the_corpus_rates_sum_edits_and_lengths_as_jiwer_does() -> None:
     assert_that(scored | beam.Map(lambda row: (row["id"], row["wer"])), equal_to(expected))
     result = pipeline.run()
     result.wait_until_finish()
-    summary = summarize_scores(result)
+    summary = summarize_scores(counters(result))
     assert summary["wer"] == pytest.approx(jiwer.wer(references, hypotheses), abs=1e-12)
     assert summary["cer"] == pytest.approx(jiwer.cer(references, hypotheses), abs=1e-12)
     per_item_mean = sum(score(r, h).wer for r, h in PAIRS) / len(PAIRS)
@@ -90,6 +91,6 @@ def test_no_references_no_rates() -> None:
     _ = pipeline | beam.Create([{"transcript": "X", "reference": None}]) | ScoreTranscripts()
     result = pipeline.run()
     result.wait_until_finish()
-    summary = summarize_scores(result)
+    summary = summarize_scores(counters(result))
     assert summary["wer"] is None and summary["cer"] is None
     assert summary["scoring"]["items_scored"] == 0

@@ -24,6 +24,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from transforms.decode_items import REFERENCE
 from transforms.records import CTC_CONFIDENCE, CTC_IDS, TARGET_SAMPLE_RATE, ItemResult
 
 
@@ -101,6 +102,7 @@ class _DecodeCtc(beam.DoFn):
             "words": words,
             "chars": chars,
             "model": self._model_dir,
+            "reference": item.metadata.get(REFERENCE),
         }
 
 

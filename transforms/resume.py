@@ -14,7 +14,7 @@ slice, and a final run over the whole corpus with `--skip_existing` does what is
 
 The ids are read inside the job rather than by the launcher, so that a folder of millions of rows
 never has to fit into the job's description; each worker holds the set (about 100 bytes an id).
-Metric (namespace `resume`): `items_skipped`.
+Metric (namespace `wav2vec2`): `items_skipped`, summary.json's `skipped_existing`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-METRICS_NAMESPACE = "resume"
+from transforms.progress import METRICS_NAMESPACE
 
 
 def skipped_counter() -> Metrics.DelegatingCounter:

@@ -25,24 +25,24 @@ have no transcript and are not scored; summary.json counts them as failed.
 The edit distance is rapidfuzz's Levenshtein (C++, on lists of words as well as strings), the
 library jiwer itself uses.
 
-Counters (namespace `scores`): `items_scored`, `word_edits`, `reference_words`, `char_edits`,
-`reference_chars`; `summarize_scores` turns them into summary.json's numbers.
+Counters (namespace `wav2vec2`, beside the run's others): `items_scored`, `word_edits`,
+`reference_words`, `char_edits`, `reference_chars`; `summarize_scores` turns them into
+summary.json's numbers.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from rapidfuzz.distance import Levenshtein
 
-METRICS_NAMESPACE = "scores"
+from transforms.progress import METRICS_NAMESPACE
 
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc`\u00b4", "'"))
 _LONE_APOSTROPHE = re.compile(r"(?<![^\W_])'|'(?![^\W_])")
@@ -114,24 +114,30 @@ class ScoreTranscripts(beam.PTransform):
         return rows | "Score" >> beam.ParDo(_ScoreRow())
 
 
-def summarize_scores(result: Any) -> dict[str, Any]:
-    """summary.json's corpus scores from a finished pipeline's counters.
+def summarize_scores(counters: Mapping[str, int]) -> dict[str, Any]:
+    """summary.json's corpus scores from a finished run's counters (`progress.counters`).
 
     `wer` and `cer` are null when no item had a reference.
     """
-    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    totals: dict[str, int] = {}
-    for counter in query["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
     corpus = Score(
-        totals.get("word_edits", 0),
-        totals.get("reference_words", 0),
-        totals.get("char_edits", 0),
-        totals.get("reference_chars", 0),
+        counters.get("word_edits", 0),
+        counters.get("reference_words", 0),
+        counters.get("char_edits", 0),
+        counters.get("reference_chars", 0),
     )
     return {
         "wer": corpus.wer,
         "cer": corpus.cer,
-        "scoring": {"items_scored": totals.get("items_scored", 0), **vars(corpus)},
+        "scoring": {"items_scored": counters.get("items_scored", 0), **vars(corpus)},
     }
+
+
+def score_line(summary: Mapping[str, Any]) -> str:
+    """The line the launcher prints after its summary when some items had references."""
+    scored = summary["scoring"]
+    return (
+        f"scores: {scored['items_scored']} items with references, "
+        f"WER {100 * summary['wer']:.2f}% ({scored['word_edits']}/{scored['reference_words']} "
+        f"words), CER {100 * summary['cer']:.2f}% ({scored['char_edits']}/"
+        f"{scored['reference_chars']} characters)"
+    )

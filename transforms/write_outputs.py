@@ -60,6 +60,10 @@ TRANSCRIPTS_SCHEMA = pa.schema(
         pa.field("words", pa.list_(pa.struct([("word", pa.string()), *_TIMED])), nullable=False),
         pa.field("chars", pa.list_(pa.struct([("char", pa.string()), *_TIMED])), nullable=False),
         pa.field("model", pa.string(), nullable=False),
+        # The item's reference text and its scores (transforms/score.py); null without one.
+        pa.field("reference", pa.string()),
+        pa.field("wer", pa.float64()),
+        pa.field("cer", pa.float64()),
     ]
 )
 
