@@ -74,6 +74,9 @@ COLUMNS = {
         "words",
         "chars",
         "model",
+        "reference",
+        "wer",
+        "cer",
     ],
     "errors": ["id", "source", "stage", "error"],
 }
