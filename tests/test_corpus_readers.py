@@ -23,7 +23,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 from fixtures.synthetic_audio import synthetic_speech
 
-from transforms.corpus_inputs import expand_braces, infer_kind
+from pipeline.options import OptionsError, parse_args
+from transforms.corpus_inputs import MatchInputs, expand_braces, infer_kind
 from transforms.decode_audio import Span
 from transforms.decode_items import UNREAD, AudioItem
 from transforms.read_manifest import read_manifest
@@ -92,6 +93,60 @@ def test_brace_ranges_and_alternatives() -> None:
 )
 def test_kind_from_the_name(path: str, kind: str) -> None:
     assert infer_kind(path) == kind
+
+
+def test_a_forced_format_overrides_the_name(tmp_path: Path) -> None:
+    (tmp_path / "a.shard").write_bytes(b"")
+    (tmp_path / "b.tar").write_bytes(b"")
+    pattern = str(tmp_path / "*")
+    assert sorted(MatchInputs("webdataset").process(pattern)) == [
+        ("webdataset", str(tmp_path / "a.shard"), 0),
+        ("webdataset", str(tmp_path / "b.tar"), 0),
+    ]
+    assert sorted(kind for kind, _, _ in MatchInputs("auto").process(pattern)) == [
+        "audio",
+        "webdataset",
+    ]
+    (missing,) = MatchInputs("auto").process(str(tmp_path / "c-{0..1}.tar"))
+    assert missing.value.error.startswith("no_match:")
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (
+            "--input_format=tar",
+            "--input_format must be one of auto,audio,webdataset,parquet,manifest",
+        ),
+        ("--pool=max", "--pool must be one of none,mean"),
+    ],
+)
+def test_corpus_flags_are_checked(flag: str, message: str) -> None:
+    with pytest.raises(OptionsError, match=message):
+        parse_args(["--input=x", "--model_dir=m", "--output_dir=o", flag])
+
+
+def test_corpus_flags_reach_the_config() -> None:
+    _, config = parse_args(
+        [
+            "--input=x",
+            "--model_dir=m",
+            "--output_dir=o",
+            "--input_format=parquet",
+            "--audio_column=speech",
+            "--text_column=words",
+            "--id_column=utt",
+            "--skip_existing",
+            "--pool=mean",
+        ]
+    )
+    assert (config.input_format, config.audio_column, config.text_column, config.id_column) == (
+        "parquet",
+        "speech",
+        "words",
+        "utt",
+    )
+    assert config.skip_existing and config.pool == "mean"
 
 
 # --- WebDataset -----------------------------------------------------------------------------
