@@ -61,7 +61,7 @@ class OptionsError(ValueError):
 
 
 class Wav2Vec2Options(PipelineOptions):
-    """This pipeline's flags (see docs/PIPELINE.md for what each one does)."""
+    """This pipeline's flags (see the README for what each one does)."""
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:

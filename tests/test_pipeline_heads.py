@@ -7,7 +7,7 @@ windows and of 1, as module-scoped fixtures shared by all the checks:
 
 * the run writes the documented tables, with their documented columns;
 * the tables equal models/ called directly, one reference window at a time, on the same decoded
-  samples: labels identical and probabilities within 1e-4 (pooled as docs/PIPELINE.md says:
+  samples: labels identical and probabilities within 1e-4 (pooled as the README says:
   per-window probabilities averaged, weighted by the audio each window keeps), codes identical,
   hidden states and logits within 1e-4 of the largest reference value, transcripts identical;
 * batched equals unbatched for every head.
@@ -50,7 +50,7 @@ KINDS = {
     "ctc": ("base", ["--outputs=transcripts,logits"], {"transcripts", "logits"}),
 }
 
-#: The columns docs/PIPELINE.md documents for each table.
+#: The columns the README documents for each table.
 COLUMNS = {
     "classifications": [
         "id",
