@@ -491,3 +491,13 @@ def test_synthetic_wav_bytes_decode() -> None:
     """Guards the helpers: the bytes packed into containers are real audio."""
     samples, rate = soundfile.read(io.BytesIO(wav_bytes(1)))
     assert rate == 16_000 and len(samples) == 8_000 and np.abs(samples).max() > 0
+
+
+def test_a_json_document_that_is_not_jsonl_is_one_error_row(tmp_path: Path) -> None:
+    """A pretty-printed JSON array beside the audio is not a manifest: one row, not one per line."""
+    document = tmp_path / "metadata.json"
+    document.write_text(json.dumps([{"file": "a.wav"}, {"file": "b.wav"}], indent=2))
+    rows = list(read_manifest(str(document), frozenset(), None, None))
+    assert len(rows) == 1
+    error = rows[0].value
+    assert error.id == str(document) and error.error.startswith("not_jsonl")

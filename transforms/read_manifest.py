@@ -104,6 +104,15 @@ def read_manifest(
             for line, text in enumerate(raw, start=1):
                 if not text.strip():
                     continue
+                if not seen and _starts_a_json_document(text, manifest):
+                    yield item_error(
+                        manifest,
+                        manifest,
+                        "read",
+                        "not_jsonl: the file is one JSON document, not a manifest of one JSON "
+                        "object per line (use --input_format audio or leave it out of --input)",
+                    )
+                    return
                 yield from _read_line(text, manifest, line, id_field, text_field, skip, seen)
     except Exception as error:
         where = f"after line {line}" if line else "at all"
@@ -113,6 +122,27 @@ def read_manifest(
             "read",
             f"unreadable: the manifest could not be read {where}: {type(error).__name__}: {error}",
         )
+
+
+def _starts_a_json_document(first_line: bytes, manifest: str) -> bool:
+    """Whether a first line that is not JSON starts a file that is one JSON document.
+
+    A pretty-printed JSON array or object (metadata beside the audio, say) is no manifest: it
+    gets one error row for the file instead of one per line.
+    """
+    try:
+        json.loads(first_line)
+        return False
+    except ValueError:
+        pass
+    if first_line.strip()[:1] not in (b"[", b"{"):
+        return False
+    try:
+        with FileSystems.open(manifest, compression_type=CompressionTypes.UNCOMPRESSED) as whole:
+            json.loads(whole.read())
+        return True
+    except ValueError:
+        return False
 
 
 def _read_line(
