@@ -7,6 +7,8 @@ TF model all load, so that every peer runs the same weights.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,14 +16,23 @@ from bench.architectures import ARCHITECTURES
 from models import TFWav2Vec2ForCTC, Wav2Vec2Config
 
 
+#: The facebook/wav2vec2-base-960h tokenizer and preprocessor files, as the fixtures hold them.
+_TOKENIZER = Path(__file__).resolve().parents[1] / "tests/fixtures/checkpoints/tokenizer_base960h"
+
+
 def main(out_dir: str) -> None:
     for name, raw in ARCHITECTURES.items():
         target = Path(out_dir) / name
-        if (target / "model.safetensors").exists():
-            continue
-        model = TFWav2Vec2ForCTC(Wav2Vec2Config.from_dict(raw), seed=0)
-        model.save_pretrained(str(target))
-        print(f"wrote {target}")
+        if not (target / "model.safetensors").exists():
+            model = TFWav2Vec2ForCTC(Wav2Vec2Config.from_dict(raw), seed=0)
+            model.save_pretrained(str(target))
+            print(f"wrote {target}")
+        for file in _TOKENIZER.iterdir():
+            shutil.copy(file, target / file.name)
+        preprocessor = json.loads((target / "preprocessor_config.json").read_text())
+        # lv60 checkpoints are used with an attention mask, base-960h without (as on the hub).
+        preprocessor["return_attention_mask"] = bool(raw["feat_extract_norm"] == "layer")
+        (target / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
 
 
 if __name__ == "__main__":
