@@ -15,7 +15,6 @@ from pathlib import Path
 from bench.architectures import ARCHITECTURES
 from models import TFWav2Vec2ForCTC, Wav2Vec2Config
 
-
 #: The facebook/wav2vec2-base-960h tokenizer and preprocessor files, as the fixtures hold them.
 _TOKENIZER = Path(__file__).resolve().parents[1] / "tests/fixtures/checkpoints/tokenizer_base960h"
 
