@@ -68,10 +68,12 @@ def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precis
 
 
 _MEASURED = """
-import resource, sys
+import sys
 from pipeline.__main__ import main
 code = main(sys.argv[1:])
-print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: the latter starts from the parent's peak when forked.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print("maxrss_kb", int(hwm.split()[1]))
 sys.exit(code)
 """
 
