@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile
 from fixtures.synthetic_audio import synthetic_speech
 
@@ -46,14 +45,6 @@ def peak_rss_kb(audio: Path, output: Path) -> int:
     return int(line.split()[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known regression: since ReadCorpus flattens the loose-audio and container chunk streams, "
-        "the FnApiRunner materializes every window of a file between the two stages "
-        "(30 min: 1492 vs 866 MiB, 1.72x; 1.08x before). Strict: this fails once it is fixed."
-    ),
-)
 def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(tmp_path: Path) -> None:
     minute = synthetic_speech(60.0, seed=1)
     soundfile.write(tmp_path / "one.flac", minute, 16_000)

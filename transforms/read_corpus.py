@@ -5,8 +5,8 @@ manifests, mixed freely; after this stage they are all the same windows, so the 
 pipeline does not know where audio came from. ::
 
     patterns -> ExpandBraces -> MatchInputs -> DistinctFiles -> by kind:
-        audio      -> SkipDone -> ReadAudio (transforms/read_audio.py)
-        webdataset -> ReadWebDataset  \\
+        audio      -> SkipDone        \\
+        webdataset -> ReadWebDataset  |
         parquet    -> ReadParquet      > AudioItems -> DecodeItems (transforms/decode_items.py)
         manifest   -> ReadManifests   /
 
@@ -25,13 +25,12 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.filesystem import FileMetadata
 
 from transforms.chunk_audio import DEFAULT_ALIGN_TO, chunk_params
 from transforms.corpus_inputs import KINDS, MatchInputs, expand_braces
 from transforms.decode_audio import DEFAULT_BLOCK_S
-from transforms.decode_items import DecodeItems
-from transforms.read_audio import CHUNKS_TAG, ReadAudio
+from transforms.decode_items import AudioItem, DecodeItems
+from transforms.read_audio import CHUNKS_TAG
 from transforms.read_manifest import ReadManifestFile
 from transforms.read_parquet_audio import ParquetColumns, ReadParquetAudioFile
 from transforms.read_webdataset import ReadWebDatasetShard
@@ -54,16 +53,21 @@ class CorpusOptions:
 
 
 class _SkipDoneFiles(beam.DoFn):
-    """Matched audio files not done yet, as `FileMetadata` (so ReadAudio does not match again)."""
+    """Matched audio files not done yet, as path `AudioItem`s for `DecodeItems`.
+
+    Loose files are decoded by the same DoFn as container items, so that one stage produces
+    every window: a Flatten of two window streams would make the local runner hold all of a
+    file's windows at once (memory no longer flat in file length).
+    """
 
     def process(
         self, matched: tuple[str, str, int], skip: Collection[str] = frozenset()
-    ) -> Iterator[FileMetadata]:
-        _, path, size = matched
+    ) -> Iterator[AudioItem]:
+        _, path, _ = matched
         if path in skip:
             skipped_counter().inc()
             return
-        yield FileMetadata(path, size)
+        yield AudioItem(id=path, source=path, path=path)
 
 
 class _DropDoneErrors(beam.DoFn):
@@ -96,7 +100,6 @@ class ReadCorpus(beam.PTransform):
     ) -> None:
         super().__init__()
         self._corpus = corpus
-        self._read_audio = ReadAudio(chunk_length_s, stride_length_s, align_to, block_s)
         self._decode = DecodeItems(chunk_params(chunk_length_s, stride_length_s, align_to), block_s)
         self._match = MatchInputs(corpus.input_format)
         self._done = done
@@ -115,11 +118,7 @@ class ReadCorpus(beam.PTransform):
             | "ByKind" >> beam.Partition(lambda file, _: KINDS.index(file[0]), len(KINDS))
         )
         files = dict(zip(KINDS, by_kind, strict=True))
-        audio = (
-            files["audio"]
-            | "SkipDoneFiles" >> beam.ParDo(_SkipDoneFiles(), **side)
-            | "ReadAudio" >> self._read_audio
-        )
+        audio_items = files["audio"] | "SkipDoneFiles" >> beam.ParDo(_SkipDoneFiles(), **side)
         readers = {
             "webdataset": ("ReadWebDataset", ReadWebDatasetShard(corpus.text_column)),
             "parquet": (
@@ -136,13 +135,11 @@ class ReadCorpus(beam.PTransform):
             | name >> beam.ParDo(fn, **side).with_outputs(ERRORS_TAG, main="items")
             for kind, (name, fn) in readers.items()
         }
-        decoded = [out.items for out in read.values()] | "Items" >> beam.Flatten()
+        decoded = [audio_items] + [out.items for out in read.values()] | "Items" >> beam.Flatten()
         decoded = decoded | "DecodeItems" >> self._decode
         errors = (
-            [matched[ERRORS_TAG], audio[ERRORS_TAG], decoded[ERRORS_TAG]]
-            + [out[ERRORS_TAG] for out in read.values()]
+            [matched[ERRORS_TAG], decoded[ERRORS_TAG]] + [out[ERRORS_TAG] for out in read.values()]
             | "Errors" >> beam.Flatten()
             | "DropDoneErrors" >> beam.ParDo(_DropDoneErrors(), **side)
         )
-        chunks = (audio[CHUNKS_TAG], decoded[CHUNKS_TAG]) | "Chunks" >> beam.Flatten()
-        return {CHUNKS_TAG: chunks, ERRORS_TAG: errors}
+        return {CHUNKS_TAG: decoded[CHUNKS_TAG], ERRORS_TAG: errors}
