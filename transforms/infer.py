@@ -23,6 +23,10 @@ cannot run (then each item is retried alone, so one bad item does not fail its b
 non-finite outputs give an `InferredChunk` with `error` set, which the stitcher turns into the
 item's error row. Nothing here stops the job.
 
+Padding is counted too: `input_samples` (the windows' samples) and `computed_samples` (what the
+forward passes computed: each batch's bucket length times its power-of-two row count), whose
+ratio gives summary.json's `padding_waste`.
+
 Model loads are counted in the `wav2vec2/model_loads` counter for summary.json. Beam calls
 `load_model` from `DoFn.setup` (or inside the model server process), where a counter increment
 would be lost, so the loaded model remembers that its load is unreported and the first batch run
@@ -42,6 +46,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.feature_extraction import Wav2Vec2FeatureExtractor
+from models.inference import bucket_for, padded_batch_size
 from transforms.progress import METRICS_NAMESPACE, record_progress
 from transforms.records import (
     CLASS_PROBABILITIES,
@@ -271,6 +276,11 @@ class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedW
             Metrics.counter(METRICS_NAMESPACE, "model_loads").inc()
         Metrics.counter(METRICS_NAMESPACE, "batches").inc()
         Metrics.counter(METRICS_NAMESPACE, "chunks").inc(len(batch))
+        lengths = [len(chunk.samples) for chunk in batch]
+        Metrics.counter(METRICS_NAMESPACE, "input_samples").inc(sum(lengths))
+        Metrics.counter(METRICS_NAMESPACE, "computed_samples").inc(
+            bucket_for(max(lengths), self._spec.ladder) * padded_batch_size(len(batch))
+        )
         results = model.infer(batch)
         record_progress(
             self._progress_dir,

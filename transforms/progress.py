@@ -1,7 +1,8 @@
 """Progress: Beam counters for the record, a log line every 30 s while running, a final summary.
 
 Counters (namespace `wav2vec2`) are the truth: `files_succeeded`, `files_failed`, `audio_ms`
-(audio of the succeeded files), `batches`, `chunks` and `model_loads`; summary.json is made from
+(audio of the succeeded files), `batches`, `chunks`, `model_loads`, and `input_samples` and
+`computed_samples` (for the padding waste); summary.json is made from
 them once the pipeline has finished (`summarize`).
 
 Live progress needs more, because the DirectRunner reports counters only when the pipeline ends,
@@ -119,6 +120,14 @@ def counters(result: Any) -> dict[str, int]:
     return totals
 
 
+def padding_waste(found: Mapping[str, int]) -> float:
+    """Share of the samples the model computed that were padding (0 when nothing ran)."""
+    computed = found.get("computed_samples", 0)
+    if computed == 0:
+        return 0.0
+    return round(1 - found.get("input_samples", 0) / computed, 4)
+
+
 def summarize(result: Any, wall_seconds: float, options: Mapping[str, Any]) -> dict[str, Any]:
     """The summary.json content of a finished run."""
     found = counters(result)
@@ -132,6 +141,7 @@ def summarize(result: Any, wall_seconds: float, options: Mapping[str, Any]) -> d
         "wall_seconds": round(wall_seconds, 3),
         "model_loads": found.get("model_loads", 0),
         "batches": found.get("batches", 0),
+        "padding_waste": padding_waste(found),
         "options": dict(options),
     }
 
@@ -143,5 +153,6 @@ def summary_line(summary: Mapping[str, Any]) -> str:
     return (
         f"done: {summary['inputs']} files ({summary['succeeded']} succeeded, "
         f"{summary['failed']} failed), {summary['audio_seconds'] / 3600:.3f} h of audio in "
-        f"{wall:.1f} s ({speed:.1f}x real time), model loaded {summary['model_loads']} time(s)"
+        f"{wall:.1f} s ({speed:.1f}x real time), {summary['padding_waste']:.1%} of the "
+        f"computed samples padding, model loaded {summary['model_loads']} time(s)"
     )
