@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Run the pipeline on the DirectRunner (Beam's local engine).
 #
-#   ./run_local.sh                  bundled sample audio + bundled small checkpoint -> output/run_local
+#   ./run_local.sh                  bundled sample speech + the bundled demo model -> output/run_local
 #   ./run_local.sh --model_dir DIR  the sample audio through any checkpoint, its head's default
 #                                   tables, e.g. each kind of test checkpoint in
 #                                   tests/fixtures/checkpoints/: seqcls (classifications),
 #                                   pretrain (codes), bare (hidden states), base (transcripts)
 #   ./run_local.sh ARGS...          python -m pipeline ARGS...; --input, --model_dir and --output_dir
-#                                   default to the samples, the bundled checkpoint and
+#                                   default to the samples, the demo model (demo_model/) and
 #                                   output/run_local (then a few rows of the run are shown), e.g.
 #                                   --direct_running_mode=multi_processing --direct_num_workers=4
 #
-# The samples are made on first use by scripts/samples.py (espeak-ng speech and pocketsphinx
-# recordings when installed, the repository's own synthetic speech always).
+# The samples are made on first use by scripts/samples.py: the demo model's held-out speech in
+# several formats and rates, and pocketsphinx recordings when installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -38,11 +38,9 @@ fi
 
 defaults=()
 [ "$#" -eq 0 ] && defaults+=(--outputs transcripts,logits)
-if ! given --input "$@" || ! given --model_dir "$@"; then
-  "$PYTHON" scripts/samples.py make "$SAMPLES"
-fi
+given --input "$@" || "$PYTHON" scripts/samples.py make "$SAMPLES"
 given --input "$@" || defaults+=(--input "$SAMPLES/audio/*")
-given --model_dir "$@" || defaults+=(--model_dir "$SAMPLES/checkpoint")
+given --model_dir "$@" || defaults+=(--model_dir demo_model)
 if given --output_dir "$@"; then
   previous=""
   for arg in "$@"; do

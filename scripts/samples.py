@@ -1,75 +1,58 @@
-"""Sample audio and a small checkpoint for `run_local.sh`, and a look at what a run wrote.
+"""Sample audio for `run_local.sh`, and a look at what a run wrote.
 
-    python scripts/samples.py make DIR   # DIR/audio/* and DIR/checkpoint/, if not there yet
+    python scripts/samples.py make DIR   # DIR/audio/*, if not there yet
     python scripts/samples.py show OUT   # a few rows of each table OUT's latest run wrote
 
-The audio is made from what a fresh Debian machine has or can install: espeak-ng speech (when
-`espeak-ng` is installed), the pocketsphinx-testdata recordings (when that package is), and
-always the repository's own speech-like synthetic audio (tests/fixtures/synthetic_audio.py), so
-that the demo also runs with neither. Files are written in several containers, rates and channel
-counts, like a real corpus. The checkpoint is, for now, the tiny random-weight test checkpoint
-(tests/fixtures/checkpoints/base): its transcripts are gibberish until a trained demo model is
-bundled, but every stage of the pipeline runs for real.
+The audio is what the bundled demo model (demo_model/, see docs/DEMO_MODEL.md) transcribes: its
+committed held-out speech (tests/fixtures/demo_heldout/, sentences never heard in training),
+written in several containers, rates and channel counts, like a real corpus, plus one long file
+of all of it, which the pipeline cuts into windows. When pocketsphinx-testdata is installed, two
+of its real recordings join them: the demo model knows only synthetic speech, so those show the
+limits of a 1.3 M-parameter model, not of the pipeline.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import soundfile
+import soxr
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "fixtures"))
-
-from synthetic_audio import synthetic_speech  # noqa: E402
-
-CHECKPOINT = REPO / "tests" / "fixtures" / "checkpoints" / "base"
+HELDOUT = REPO / "tests" / "fixtures" / "demo_heldout"
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
-SENTENCES = (
-    "the quick brown fox jumps over the lazy dog",
-    "speech recognition turns sound into text",
-    "apache beam runs this pipeline on many machines",
-)
+#: Silence between the utterances of the long file, in seconds.
+GAP_S = 0.6
 
 
-def _espeak(audio: Path) -> None:
-    """espeak-ng sentences, one each as WAV, FLAC and MP3 (when espeak-ng is installed)."""
-    if shutil.which("espeak-ng") is None:
-        return
-    for index, (sentence, fmt) in enumerate(zip(SENTENCES, ("WAV", "FLAC", "MP3"), strict=True)):
-        spoken = audio / f"espeak_{index}.tmp.wav"
-        subprocess.run(["espeak-ng", "-w", str(spoken), sentence], check=True)
-        samples, rate = soundfile.read(spoken, dtype="float32")
-        spoken.unlink()
-        soundfile.write(audio / f"espeak_{index}.{fmt.lower()}", samples, rate, format=fmt)
+def _heldout(index: int) -> np.ndarray:
+    return soundfile.read(HELDOUT / f"{index:02d}.flac", dtype="float32")[0]
 
 
 def make(folder: Path) -> None:
-    """Write DIR/audio and DIR/checkpoint unless they exist."""
-    checkpoint = folder / "checkpoint"
-    if not checkpoint.is_dir():
-        shutil.copytree(CHECKPOINT, checkpoint)
+    """Write DIR/audio unless it holds these samples (an older set is replaced)."""
     audio = folder / "audio"
-    if audio.is_dir():
+    if (audio / "demo_0_16k.wav").is_file():
         return
+    shutil.rmtree(audio, ignore_errors=True)
     audio.mkdir(parents=True)
-    _espeak(audio)
+    soundfile.write(audio / "demo_0_16k.wav", _heldout(0), 16_000)
+    soundfile.write(audio / "demo_1_16k.mp3", _heldout(1), 16_000, format="MP3")
+    stereo = soxr.resample(_heldout(2), 16_000, 48_000)
+    soundfile.write(audio / "demo_2_48k_stereo.ogg", np.stack([stereo, stereo], 1), 48_000)
+    soundfile.write(audio / "demo_3_8k.wav", soxr.resample(_heldout(3), 16_000, 8_000), 8_000)
+    count = len(list(HELDOUT.glob("*.flac")))
+    gap = np.zeros(int(GAP_S * 16_000), np.float32)
+    long = np.concatenate([part for i in range(4, count) for part in (_heldout(i), gap)])
+    soundfile.write(audio / "demo_long_16k.flac", long, 16_000)  # longer than a window
     for name in ("cards/001.wav", "librivox/sense_and_sensibility_01_austen_64kb-0870.wav"):
         if (POCKETSPHINX / name).is_file():
-            shutil.copy(POCKETSPHINX / name, audio / name.replace("/", "_"))
-    speech = synthetic_speech(4.0, seed=1, sampling_rate=48_000)
-    soundfile.write(audio / "synthetic_48k_stereo.ogg", np.stack([speech, speech], 1), 48_000)
-    soundfile.write(
-        audio / "synthetic_8k.wav", synthetic_speech(2.5, seed=2, sampling_rate=8_000), 8_000
-    )
-    long = synthetic_speech(75.0, seed=3)  # longer than a 30 s window: goes through in chunks
-    soundfile.write(audio / "synthetic_long_16k.flac", long, 16_000)
+            shutil.copy(POCKETSPHINX / name, audio / ("real_" + name.replace("/", "_")))
 
 
 def _latest_run(output: Path, table: str) -> list[dict]:
@@ -79,7 +62,7 @@ def _latest_run(output: Path, table: str) -> list[dict]:
     return [row for path in files for row in pq.read_table(path).to_pylist()]
 
 
-def show(output: Path, rows: int = 5) -> None:
+def show(output: Path, rows: int = 7) -> None:
     """Print a few rows of each table the latest run wrote (the head decides which), and its errors.
 
     Transcripts with their first words timed, classifications with the label and its probability,
@@ -90,7 +73,9 @@ def show(output: Path, rows: int = 5) -> None:
             f"{w['word']} {w['start_s']:.2f}-{w['end_s']:.2f}s ({w['confidence']:.2f})"
             for w in row["words"][:3]
         )
-        print(f"{Path(row['id']).name} ({row['duration_s']:.1f} s): {row['transcript'][:60]!r}")
+        text = row["transcript"]
+        text = text if len(text) <= 100 else text[:97] + "..."
+        print(f"{Path(row['id']).name} ({row['duration_s']:.1f} s): {text!r}")
         print(f"    words: {words}")
     for row in sorted(_latest_run(output, "classifications"), key=lambda r: r["id"])[:rows]:
         print(

@@ -1,5 +1,7 @@
-"""`run_local.sh`: samples made, pipeline run, output shown; with no arguments, and with a
-checkpoint of another head (the sample audio and output folder filled in)."""
+"""`run_local.sh`: samples made, pipeline run, output shown; with no arguments (the demo model,
+whose transcripts are readable: one sample is a held-out utterance whose transcript by
+transformers is on record), and with a checkpoint of another head (the sample audio and output
+folder filled in)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ def test_run_local_with_no_arguments() -> None:
     summary = json.loads((REPO / "output" / "run_local" / "summary.json").read_text())
     assert summary["failed"] == 0 and summary["succeeded"] >= 3
     assert summary["model_loads"] == 1
+    reference = json.loads((REPO / "tests/fixtures/reference/demo_heldout.json").read_text())
+    # demo_0_16k.wav is held-out utterance 00.flac, sample for sample
+    shown = [line for line in done.stdout.splitlines() if line.startswith("demo_0_16k.wav (")]
+    assert len(shown) == 1, done.stdout
+    assert shown[0].endswith(f": {reference['transcripts']['00.flac']!r}"), done.stdout
 
 
 def test_run_local_with_a_classification_checkpoint(tmp_path: Path) -> None:
