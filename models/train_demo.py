@@ -327,6 +327,8 @@ def train(
         "training_seconds": round(time.time() - synthesized, 1),
         "device": "GPU" if gpu else f"CPU ({os.cpu_count()} cores)",
         "tensorflow": tf.__version__,
+        # oneDNN kernels round differently, so a run repeats another only with the same setting.
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "espeak_ng": demo_corpus.espeak_version(),
     }
     (output / "training_run.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -363,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
         "--cache", type=Path, help="folder to keep the synthesized corpus in, for later runs"
     )
     args = parser.parse_args(argv)
+    if args.steps <= defaults.warmup_steps:
+        parser.error(f"--steps must be more than the {defaults.warmup_steps} warm-up steps")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     params = Hyperparameters(steps=args.steps, utterances=args.utterances)
     report = train(args.output, args.seed, params, cache=args.cache)
