@@ -21,9 +21,10 @@ SAMPLE_RATE = 16_000
 
 
 def _ours(checkpoint: str, mode: str) -> Callable[[np.ndarray], object]:
-    import tensorflow as tf
+    # models first: importing it sets TensorFlow's oneDNN option, which must precede TensorFlow.
+    from models import TFWav2Vec2ForCTC  # isort: skip
 
-    from models import TFWav2Vec2ForCTC
+    import tensorflow as tf
 
     model = TFWav2Vec2ForCTC.from_pretrained(checkpoint)
     precision = "bfloat16" if mode.startswith("bf16") else "float32"
