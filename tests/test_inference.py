@@ -23,10 +23,10 @@ def test_bucket_ladder_by_hand() -> None:
     assert bucket_for(50_000, ladder) == 50_000  # past the ladder: exact length
 
 
-def test_default_ladder_pads_at_most_an_eighth() -> None:
+def test_default_ladder_pads_at_most_a_sixteenth() -> None:
     ladder = bucket_ladder(35 * 16_000)
     for previous, length in itertools.pairwise(ladder):
-        assert length <= previous * 1.125 + 320
+        assert length <= previous * 1.0625 + 320
 
 
 def test_padded_batch_size_is_next_power_of_two() -> None:

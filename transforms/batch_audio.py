@@ -2,9 +2,9 @@
 
 Why length buckets: a batch is padded to its longest item, so mixing a 2 s clip with a 30 s window
 wastes 28 s of compute. The model runner (`models.inference.Wav2Vec2Runner`) pads every batch to
-one of a ladder of lengths, each 12.5% longer than the last, so that XLA or tf.function compiles a
+one of a ladder of lengths, each 6.25% longer than the last, so that XLA or tf.function compiles a
 handful of programs per run. Batching by the *same* ladder makes every batch hold items of one
-rung only: padding in time is below 12.5% of the batch's length, and each batch is exactly one
+rung only: padding in time is below 6.25% of the batch's length, and each batch is exactly one
 compiled shape.
 
 Why per bundle: after the graph's Reshuffle, a worker's bundle holds a random sample of the
