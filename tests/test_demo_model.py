@@ -41,10 +41,11 @@ WER_BOUND = 0.56
 #: bfloat16 matmuls: measured CER 14.3%, WER 50.6% (the same words as float32).
 BFLOAT16_CER_BOUND = 0.17
 BFLOAT16_WER_SHIFT = 0.02
-#: The pipeline with 1.5 s windows (1 s of it new, 0.25 s of context each side): measured CER 18.9%
-#: (utterances of 2-4 s cut into windows lose context at every cut).
+#: The pipeline with 1.5 s windows (1 s of it new, 0.25 s of context each side): measured CER 18.9%,
+#: WER 62.8% (utterances of 2-4 s cut into windows lose context at every cut).
 CHUNK_LENGTH_S = 1.5
 CHUNKED_CER_BOUND = 0.22
+CHUNKED_WER_BOUND = 0.70
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,4 @@ def test_pipeline_with_short_windows_stays_under_its_bound(tmp_path, heldout) ->
     files, texts, _ = heldout
     rates = error_rates(texts, [got[f] for f in files])
     assert rates["cer"] <= CHUNKED_CER_BOUND, rates
+    assert rates["wer"] <= CHUNKED_WER_BOUND, rates
