@@ -49,15 +49,26 @@ class EvaluationSet:
     texts: list[str]
 
 
+def held_out_plans(
+    count: int, voices: tuple[demo_corpus.Voice, ...], seed: int
+) -> list[demo_corpus.Utterance]:
+    """`count` held-out sentences, each planned in a voice of `voices`, clean (no band limit).
+
+    The evaluation sets and the tests' committed held-out set (tests/fixtures/make_demo_heldout.py)
+    are both drawn this way.
+    """
+    sentences = demo_corpus.draw_sentences(count, held_out=True, seed=seed)
+    return demo_corpus.plan_utterances(sentences, voices, seed, band_limit=False)
+
+
 def synthesized_set(
     name: str, count: int, voices: tuple[demo_corpus.Voice, ...], seed: int
 ) -> EvaluationSet:
     """`count` held-out sentences, each in a voice of `voices`, spoken clean."""
-    sentences = demo_corpus.draw_sentences(count, held_out=True, seed=seed)
-    plans = demo_corpus.plan_utterances(sentences, voices, seed, band_limit=False)
+    plans = held_out_plans(count, voices, seed)
     with ThreadPoolExecutor(4) as pool:  # espeak-ng runs as subprocesses: threads suffice
         audio = list(pool.map(demo_corpus.synthesize, plans))
-    return EvaluationSet(name, audio, sentences)
+    return EvaluationSet(name, audio, [plan.text for plan in plans])
 
 
 def pocketsphinx_set(root: Path = POCKETSPHINX) -> EvaluationSet | None:
