@@ -16,7 +16,7 @@ from bench.architectures import ARCHITECTURES
 from models import TFWav2Vec2ForCTC, Wav2Vec2Config
 
 #: The facebook/wav2vec2-base-960h tokenizer and preprocessor files, as the fixtures hold them.
-_TOKENIZER = Path(__file__).resolve().parents[1] / "tests/fixtures/checkpoints/tokenizer_base960h"
+TOKENIZER = Path(__file__).resolve().parents[1] / "tests/fixtures/checkpoints/tokenizer_base960h"
 
 
 def main(out_dir: str) -> None:
@@ -26,7 +26,7 @@ def main(out_dir: str) -> None:
             model = TFWav2Vec2ForCTC(Wav2Vec2Config.from_dict(raw), seed=0)
             model.save_pretrained(str(target))
             print(f"wrote {target}")
-        for file in _TOKENIZER.iterdir():
+        for file in TOKENIZER.iterdir():
             shutil.copy(file, target / file.name)
         preprocessor = json.loads((target / "preprocessor_config.json").read_text())
         # lv60 checkpoints are used with an attention mask, base-960h without (as on the hub).

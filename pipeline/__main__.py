@@ -53,7 +53,7 @@ from transforms.progress import (
     summary_line,
 )
 from transforms.score import score_line, summarize_scores
-from transforms.write_outputs import write_summary
+from transforms.write_outputs import errors_table, write_empty_pieces, write_summary
 
 if TYPE_CHECKING:
     from models.configuration import Wav2Vec2Config
@@ -164,7 +164,7 @@ def run(argv: Sequence[str]) -> int:
         return refusal[0]
     sys.stderr.buffer.write(held[0])
 
-    from pipeline.graph import build_pipeline
+    from pipeline.graph import build_pipeline, table_specs
 
     run_id = new_run_id()
     pipeline, local = make_pipeline(options)
@@ -190,6 +190,9 @@ def run(argv: Sequence[str]) -> int:
     finally:
         if progress_dir is not None:
             shutil.rmtree(progress_dir, ignore_errors=True)
+    write_empty_pieces(
+        [*table_specs(config, model, hidden_layers), errors_table()], config.output_dir, run_id
+    )
     used = {
         **asdict(config),
         "hidden_layers": list(hidden_layers),

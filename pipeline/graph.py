@@ -1,15 +1,18 @@
 """The job graph: each stage of the data's path is one named transform from transforms/.
 
-    Inputs -> ReadCorpus -> Reshuffle (remote runners) -> BatchAudio -> RunInference -> Stitch
-        -> CtcDecode -> ScoreTranscripts -> WriteTranscripts
-        -> WriteLogits, WriteHiddenStates, WriteClassifications, WriteCodes
-        -> WritePooledHiddenStates (--pool mean)
-    (ReadCorpus errors, Stitch errors) -> WriteErrors
-    ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out
+    Inputs -> ReadCorpus -> Reshuffle (remote runners) -> DecodeItems -> BatchAudio
+        -> RunInference -> Stitch -> CtcDecode -> ScoreTranscripts (transcripts) -> WriteOutputs
+    Stitch's errors -> WriteFailures; ReadCorpus's errors -> WriteReadErrors
+    ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out; -> the writers
 
-Which writers are wired depends on `config.outputs`, resolved against the checkpoint's head.
+The Reshuffle moves work units (file paths, one utterance's encoded bytes) and is the job's only
+shuffle of data. From DecodeItems to the writers there is no grouping, so the stage fuses: an
+item's windows stream through the model and its rows reach disk, piece by piece, as it completes.
+Model outputs never cross a shuffle. There is no Flatten there either: the local runner
+materializes a Flatten whole, so each output of the stitcher has its own writer.
 
-Only wiring lives here; what each stage does, and why, is in its module.
+Which tables `WriteOutputs` writes depends on `config.outputs`, resolved against the checkpoint's
+head. Only wiring lives here; what each stage does, and why, is in its module.
 """
 
 from __future__ import annotations
@@ -23,20 +26,20 @@ from models.configuration import Wav2Vec2Config
 from pipeline.options import RunConfig, resolve_outputs
 from transforms.batch_audio import BatchAudio, ladder_for
 from transforms.ctc_decode import CtcDecode
+from transforms.decode_items import DecodeItems
 from transforms.infer import InferenceSpec, Wav2Vec2ModelHandler
 from transforms.pool import TABLE as POOLED_TABLE
 from transforms.pool import pooled_table
-from transforms.read_audio import CHUNKS_TAG
-from transforms.read_corpus import CorpusOptions, ReadCorpus
+from transforms.read_corpus import ITEMS_TAG, CorpusOptions, ReadCorpus
 from transforms.records import ERRORS_TAG
-from transforms.resume import ReadExistingIds
+from transforms.resume import ReadExistingIds, done_ids
 from transforms.score import ScoreTranscripts
-from transforms.stitch import ITEMS_TAG, StitchItems
+from transforms.stitch import STITCHED_TAG, StitchItems
 from transforms.write_outputs import (
-    WriteTable,
+    TableSpec,
+    WriteOutputs,
     classifications_table,
     codes_table,
-    errors_table,
     hidden_states_table,
     logits_table,
     transcripts_table,
@@ -61,9 +64,30 @@ def inference_spec(
     )
 
 
+def item_tables(config: RunConfig) -> list[str]:
+    """The tables every succeeded item has a row in (one per layer in the per-layer tables)."""
+    return [*config.outputs] + ([POOLED_TABLE] if config.pool == "mean" else [])
+
+
 def written_tables(config: RunConfig) -> list[str]:
-    """The tables a run writes ids into; `--skip_existing` leaves out the ids they hold."""
-    return ["errors", *config.outputs] + ([POOLED_TABLE] if config.pool == "mean" else [])
+    """The tables a run writes ids into; `--skip_existing` reads the ids they hold."""
+    return ["errors", *item_tables(config)]
+
+
+def table_specs(
+    config: RunConfig, model: Wav2Vec2Config, hidden_layers: Sequence[int]
+) -> list[TableSpec]:
+    """How each table of `item_tables(config)` is built, in that order."""
+    dtype = config.feature_dtype
+    specs = {
+        "transcripts": transcripts_table,
+        "logits": lambda: logits_table(dtype, model.vocab_size),
+        "hidden_states": lambda: hidden_states_table(dtype, model.hidden_size, hidden_layers),
+        "classifications": lambda: classifications_table(model.id2label, config.model_dir),
+        "codes": lambda: codes_table(model.num_codevector_groups),
+        POOLED_TABLE: lambda: pooled_table(dtype, model.hidden_size, hidden_layers),
+    }
+    return [specs[name]() for name in item_tables(config)]
 
 
 def build_pipeline(
@@ -77,39 +101,42 @@ def build_pipeline(
 ) -> None:
     """Add the whole job to `pipeline`; `hidden_layers` as `check_against_model` resolved them.
 
-    `reshuffle` puts a fusion break between reading and inference, so that a cluster spreads one
-    file's windows over many workers. Local runs leave it out: on the DirectRunner it spreads
-    nothing and would hold every window of the corpus in memory at once, where without it
-    windows stream from the decoder to the model and memory stays flat in file length.
-    `--outputs` left out means the head's default tables (`resolve_outputs`).
+    `reshuffle` puts a fusion break between reading and decoding, so that a cluster spreads the
+    corpus's items over its workers; it moves work units only (paths, or one utterance's encoded
+    bytes). Local runs leave it out: on the DirectRunner it spreads nothing and would hold every
+    item of the corpus in memory at once. Everything after it, decoding to writing, is one fused
+    stage with no grouping, so each item's windows stream from the decoder to the model and its
+    rows from the stitcher to disk. `--outputs` left out means the head's default tables
+    (`resolve_outputs`).
     """
     config = resolve_outputs(config, model)
     align_to = model.inputs_to_logits_ratio
-    done = None
+    existing = done = None
     if config.skip_existing:
-        tables = written_tables(config)
-        done = pipeline | "ExistingIds" >> ReadExistingIds(config.output_dir, tables)
+        existing = pipeline | "ExistingIds" >> ReadExistingIds(
+            config.output_dir, written_tables(config)
+        )
+        tables = item_tables(config)
+        done = existing | "DoneIds" >> beam.Map(done_ids, tables)
     corpus = CorpusOptions(
         config.input_format, config.audio_column, config.text_column, config.id_column
     )
     read = (
         pipeline
         | "Inputs" >> beam.Create(list(config.inputs))
-        | "ReadCorpus"
-        >> ReadCorpus(
-            corpus, config.chunk_length_s, config.stride_length_s, align_to=align_to, done=done
-        )
+        | "ReadCorpus" >> ReadCorpus(corpus, done=done)
     )
+    items = read[ITEMS_TAG]
+    if reshuffle:
+        items = items | "Reshuffle" >> beam.Reshuffle()
     handler = Wav2Vec2ModelHandler(
         inference_spec(config, model, hidden_layers),
         share_across_processes=config.share_model_across_processes,
         progress_dir=progress_dir,
     )
-    chunks = read[CHUNKS_TAG]
-    if reshuffle:
-        chunks = chunks | "Reshuffle" >> beam.Reshuffle()
-    inferred = (
-        chunks
+    stitched = (
+        items
+        | "DecodeItems" >> DecodeItems(config.chunking(align_to))
         | "BatchAudio"
         >> BatchAudio(
             ladder_for(config.chunk_length_s, align_to),
@@ -117,32 +144,23 @@ def build_pipeline(
             config.max_batch_samples,
         )
         | "RunInference" >> RunInference(handler)
+        | "Stitch" >> StitchItems(align_to, config.feature_dtype, progress_dir)
     )
-    stitched = (inferred, read[ERRORS_TAG]) | "Stitch" >> StitchItems(
-        align_to, config.feature_dtype, progress_dir
-    )
-    items = stitched[ITEMS_TAG]
-    out = config.output_dir
+    results = stitched[STITCHED_TAG]
     if "transcripts" in config.outputs:
-        _ = (
-            items
+        results = (
+            results
             | "CtcDecode" >> CtcDecode(config.model_dir, align_to)
             | "ScoreTranscripts" >> ScoreTranscripts()
-            | "WriteTranscripts" >> WriteTable(transcripts_table(), out, run_id)
         )
-    if "logits" in config.outputs:
-        table = logits_table(config.feature_dtype, model.vocab_size)
-        _ = items | "WriteLogits" >> WriteTable(table, out, run_id)
-    if "hidden_states" in config.outputs:
-        table = hidden_states_table(config.feature_dtype, model.hidden_size, hidden_layers)
-        _ = items | "WriteHiddenStates" >> WriteTable(table, out, run_id)
-    if "classifications" in config.outputs:
-        table = classifications_table(model.id2label, config.model_dir)
-        _ = items | "WriteClassifications" >> WriteTable(table, out, run_id)
-    if "codes" in config.outputs:
-        table = codes_table(model.num_codevector_groups)
-        _ = items | "WriteCodes" >> WriteTable(table, out, run_id)
-    if config.pool == "mean":
-        table = pooled_table(config.feature_dtype, model.hidden_size, hidden_layers)
-        _ = items | "WritePooledHiddenStates" >> WriteTable(table, out, run_id)
-    _ = stitched[ERRORS_TAG] | "WriteErrors" >> WriteTable(errors_table(), out, run_id)
+    out, limits = config.output_dir, config.piece_limits
+    specs = table_specs(config, model, hidden_layers)
+    writers = (
+        ("WriteOutputs", results, specs),
+        ("WriteFailures", stitched[ERRORS_TAG], []),
+        ("WriteReadErrors", read[ERRORS_TAG], []),
+    )
+    for name, elements, tables in writers:
+        _ = elements | name >> WriteOutputs(
+            tables, out, run_id, limits, name, existing, progress_dir
+        )

@@ -24,7 +24,7 @@ from transforms.chunk_audio import ChunkParams, chunk_params
 from transforms.corpus_inputs import INPUT_FORMATS
 from transforms.pool import POOLINGS
 from transforms.records import TARGET_SAMPLE_RATE
-from transforms.write_outputs import FEATURE_DTYPES
+from transforms.write_outputs import DEFAULT_LIMITS, FEATURE_DTYPES, PieceLimits
 
 if TYPE_CHECKING:
     from models.configuration import Wav2Vec2Config
@@ -144,6 +144,27 @@ class Wav2Vec2Options(PipelineOptions):
             help="Leave out the ids already in --output_dir's tables (resume a run).",
         )
         parser.add_argument(
+            "--piece_items",
+            type=int,
+            default=DEFAULT_LIMITS.items,
+            help="Cut a piece of the tables (one Parquet file each) after this many items "
+            f"(default {DEFAULT_LIMITS.items}).",
+        )
+        parser.add_argument(
+            "--piece_mb",
+            type=float,
+            default=DEFAULT_LIMITS.megabytes,
+            help="... or once its rows hold about this many MB of features "
+            f"(default {DEFAULT_LIMITS.megabytes:g}).",
+        )
+        parser.add_argument(
+            "--piece_seconds",
+            type=float,
+            default=DEFAULT_LIMITS.seconds,
+            help="... or once its oldest row has waited this many seconds "
+            f"(default {DEFAULT_LIMITS.seconds:g}).",
+        )
+        parser.add_argument(
             "--pool",
             default="none",
             help=f"One of {','.join(POOLINGS)}: mean also writes one mean-pooled vector per "
@@ -177,6 +198,8 @@ class RunConfig:
     id_column: str | None = None
     skip_existing: bool = False
     pool: str = "none"
+    #: When the writers cut a piece (`--piece_items`, `--piece_mb`, `--piece_seconds`).
+    piece_limits: PieceLimits = DEFAULT_LIMITS
 
     def chunking(self, align_to: int) -> ChunkParams | None:
         """The window geometry in samples (None: no chunking), as the reference derives it."""
@@ -245,6 +268,8 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError(f"--input_format must be one of {','.join(INPUT_FORMATS)}")
     if ours.pool not in POOLINGS:
         raise OptionsError(f"--pool must be one of {','.join(POOLINGS)}")
+    if ours.piece_items < 1 or not ours.piece_mb > 0 or not ours.piece_seconds > 0:
+        raise OptionsError("--piece_items, --piece_mb and --piece_seconds must be positive")
     config = RunConfig(
         inputs=tuple(ours.input),
         model_dir=ours.model_dir,
@@ -265,6 +290,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         id_column=ours.id_column,
         skip_existing=ours.skip_existing,
         pool=ours.pool,
+        piece_limits=PieceLimits(ours.piece_items, ours.piece_mb, ours.piece_seconds),
     )
     return options, config
 

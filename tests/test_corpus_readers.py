@@ -30,7 +30,7 @@ from transforms.decode_items import UNREAD, AudioItem
 from transforms.read_manifest import read_manifest
 from transforms.read_parquet_audio import ParquetColumns, read_parquet_file
 from transforms.read_webdataset import read_shard, split_member_name
-from transforms.resume import ReadExistingIds
+from transforms.resume import ReadExistingIds, done_ids
 
 
 def wav_bytes(seed: int, seconds: float = 0.5) -> bytes:
@@ -214,7 +214,7 @@ def test_odd_samples_are_error_rows(tmp_path: Path) -> None:
     assert errors[f"{shard}#u1"].startswith("no_audio:")
     assert errors[f"{shard}#u2"].startswith("several_audio:")
     assert errors[f"{shard}#u3"].startswith("bad_reference:")
-    assert errors[f"{shard}#u4"].startswith("duplicate_key:")
+    assert errors[f"{shard}#u4.txt"].startswith("duplicate_key:")  # u4 itself is an item
 
 
 @pytest.fixture
@@ -349,7 +349,7 @@ def test_ids_from_a_column_binary_and_path_columns(tmp_path: Path) -> None:
     columns = ParquetColumns(audio="wav", text="words", id="key")
     items, errors = split(list(read_parquet_file(str(path), frozenset(), columns)))
     assert [(i.id, i.reference) for i in items.values()] == [("11", "a"), ("12", "b")]
-    assert errors["11"].startswith("duplicate_id: rows 0 and 2")
+    assert errors[f"{path}#2"].startswith("duplicate_id: row 2 repeats id '11' of row 0")
 
     strings = tmp_path / "paths.parquet"
     pq.write_table(pa.table({"audio": ["/abs/x.flac", "rel/y.flac"], "id": ["x", "y"]}), strings)
@@ -451,7 +451,7 @@ def test_bad_manifest_lines_are_error_rows(tmp_path: Path) -> None:
         f"{manifest}#4": "no_audio_filepath",
         f"{manifest}#5": "bad_offset",
         f"{manifest}#6": "bad_duration",
-        "x": "duplicate_id",
+        f"{manifest}#8": "duplicate_id",
         f"{manifest}#9": "not_json",
     }
 
@@ -480,11 +480,22 @@ def test_existing_ids_are_read_from_every_run_of_the_tables(tmp_path: Path) -> N
     pq.write_table(pa.table({"id": ["d"], "error": ["e"]}), tmp_path / "errors" / "r.parquet")
     with beam.Pipeline(runner=FnApiRunner()) as pipeline:
         for name, folder, expected in (
-            ("full", tmp_path, set("abcd")),
-            ("empty", tmp_path / "nothing", set()),
+            ("full", tmp_path, {"transcripts": set("abc"), "errors": {"d"}}),
+            ("empty", tmp_path / "nothing", {}),
         ):
             ids = pipeline | f"Ids{name}" >> ReadExistingIds(str(folder), ["transcripts", "errors"])
             assert_that(ids, equal_to([expected]), label=f"Check{name}")
+
+
+def test_an_item_is_done_when_it_failed_or_is_in_every_table_it_belongs_in() -> None:
+    existing = {
+        "transcripts": frozenset("abc"),
+        "hidden_states": frozenset("ab"),
+        "errors": frozenset("e"),
+    }
+    assert done_ids(existing, ["transcripts", "hidden_states"]) == set("abe")
+    assert done_ids(existing, ["transcripts"]) == set("abce")
+    assert done_ids({}, ["transcripts"]) == set()
 
 
 def test_synthetic_wav_bytes_decode() -> None:

@@ -1,7 +1,8 @@
-"""Peak memory is flat in file length: a 30-minute file costs at most 1.3x a 1-minute file.
+"""Peak memory is flat in file length and in corpus size.
 
-About a minute. Each run is a fresh process that reports its own peak resident set size once the
-pipeline has finished.
+A 30-minute file costs at most 1.3x a 1-minute file (about a minute), and 200 files of real speech
+at most 1.25x 20 files while every hidden state is written (about three minutes). Each run is a
+fresh process that reports its own peak resident set size once the pipeline has finished.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import soundfile
 from fixtures.synthetic_audio import synthetic_speech
+
+from bench.corpus_memory import KINDS, measure, speech_clips, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURE = """
@@ -59,3 +63,23 @@ def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(tmp_p
         f"peak RSS: 1 min {one / 1024:.0f} MiB, 30 min {thirty / 1024:.0f} MiB, {thirty / one:.2f}x"
     )
     assert thirty <= 1.3 * one
+
+
+def test_200_files_need_at_most_1_25x_the_memory_of_20_files(tmp_path: Path) -> None:
+    """768 wide, 2 layers, transcripts and every hidden state of 10 s files of real speech."""
+    model_dir = write_checkpoint(tmp_path / "checkpoint")
+    peaks = {}
+    for count in (20, 200):
+        clips = speech_clips(tmp_path / f"clips{count}", count)
+        output = tmp_path / f"out{count}"
+        found = measure(
+            str(tmp_path / f"clips{count}" / "*.flac"), model_dir, output, KINDS["every layer"]
+        )
+        peaks[count] = found["peak_rss_mib"]
+        transcripts = pq.read_table(output / "transcripts")
+        assert sorted(transcripts.column("id").to_pylist()) == sorted(map(str, clips))
+        assert transcripts.column("duration_s").to_pylist() == [10.0] * count
+        hidden = pq.read_table(output / "hidden_states", columns=["id", "layer"])
+        assert hidden.num_rows == 3 * count  # layers 0, 1, 2 of every file
+    print(f"peak RSS: 20 files {peaks[20]:.0f} MiB, 200 files {peaks[200]:.0f} MiB")
+    assert peaks[200] <= 1.25 * peaks[20]

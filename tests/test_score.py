@@ -9,6 +9,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.progress import counters
+from transforms.records import ItemResult
 from transforms.score import ScoreTranscripts, normalize_text, score, summarize_scores
 
 #: (reference, hypothesis) pairs as users and CTC models write them.
@@ -20,6 +21,11 @@ PAIRS = [
     ("a b c d", "A X C"),
     ("One more, with feeling", "ONE MORE WITH FEELING AND MORE"),
 ]
+
+
+def as_item(row: dict) -> ItemResult:
+    """An item carrying `row` as its transcript, as CtcDecode hands it on."""
+    return ItemResult(row["id"], "src", 1.0, 16_000, 0, {}, transcript=row)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +75,14 @@ def test_the_corpus_rates_sum_edits_and_lengths_as_jiwer_does() -> None:
         for index, (reference, hypothesis) in enumerate(PAIRS)
     ] + [{"id": "no-reference", "transcript": "ANYTHING", "reference": None}]
     pipeline = beam.Pipeline(runner=FnApiRunner())
-    scored = pipeline | beam.Create(rows) | ScoreTranscripts()
+    scored = pipeline | beam.Create([as_item(row) for row in rows]) | ScoreTranscripts()
     references = [normalize_text(reference) for reference, _ in PAIRS]
     hypotheses = [normalize_text(hypothesis) for _, hypothesis in PAIRS]
     expected = [(row["id"], score(row["reference"], row["transcript"]).wer) for row in rows[:-1]]
     expected.append(("no-reference", None))
-    assert_that(scored | beam.Map(lambda row: (row["id"], row["wer"])), equal_to(expected))
+    assert_that(
+        scored | beam.Map(lambda item: (item.id, item.transcript["wer"])), equal_to(expected)
+    )
     result = pipeline.run()
     result.wait_until_finish()
     summary = summarize_scores(counters(result))
@@ -88,7 +96,8 @@ def test_the_corpus_rates_sum_edits_and_lengths_as_jiwer_does() -> None:
 
 def test_no_references_no_rates() -> None:
     pipeline = beam.Pipeline(runner=FnApiRunner())
-    _ = pipeline | beam.Create([{"transcript": "X", "reference": None}]) | ScoreTranscripts()
+    row = {"id": "x", "transcript": "X", "reference": None}
+    _ = pipeline | beam.Create([as_item(row)]) | ScoreTranscripts()
     result = pipeline.run()
     result.wait_until_finish()
     summary = summarize_scores(counters(result))

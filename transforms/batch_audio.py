@@ -18,6 +18,9 @@ two (again, to bound the number of compiled programs): a batch of 12 would cost 
 memory of 16. A rung's capacity is the largest power of two within `--batch_size` items and within
 the audio-seconds budget (counted at the rung's padded length), and a bundle's leftovers are split
 into descending powers of two (13 -> 8 + 4 + 1), so no batch carries padding rows.
+
+An item's failure marker (`records.failure_marker`) is no audio: it goes on at once, alone, so
+that the stitcher can drop the item's other windows as soon as they come.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class _BatchByLength(beam.DoFn):
         self._pending: dict[int, list[AudioChunk]] = {}
 
     def process(self, chunk: AudioChunk) -> Iterator[list[AudioChunk]]:
+        if chunk.error is not None:  # a failure marker: nothing to compute, on at once
+            yield [chunk]
+            return
         bucket = bucket_for(len(chunk.samples), self._ladder)
         pending = self._pending.setdefault(bucket, [])
         pending.append(chunk)

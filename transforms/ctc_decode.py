@@ -1,4 +1,4 @@
-"""Beam stage: stitched `ItemResult`s in, transcript rows (text, word and char timings) out.
+"""Beam stage: stitched `ItemResult`s in, with their transcript rows (text, word and char timings).
 
 Greedy CTC decoding is the reference ASR pipeline's: the per-frame argmax ids (computed at
 inference from the stitched logits' frames) are decoded by our `Wav2Vec2CTCTokenizer` exactly as
@@ -19,6 +19,7 @@ every word look confident. Values are in (0, 1]; a word the model hesitated on s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import apache_beam as beam
@@ -88,11 +89,16 @@ class _DecodeCtc(beam.DoFn):
 
         self._tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(self._model_dir)
 
-    def process(self, item: ItemResult) -> Iterator[dict[str, Any]]:
+    def process(self, item: ItemResult) -> Iterator[ItemResult]:
         text, chars, words = decode_ctc(
             item.frames[CTC_IDS], item.frames[CTC_CONFIDENCE], self._tokenizer, self._ratio
         )
-        yield {
+        yield replace(item, transcript=self._row(item, text, chars, words))
+
+    def _row(
+        self, item: ItemResult, text: str, chars: list[dict], words: list[dict]
+    ) -> dict[str, Any]:
+        return {
             "id": item.id,
             "source": item.source,
             "transcript": text,
@@ -107,7 +113,10 @@ class _DecodeCtc(beam.DoFn):
 
 
 class CtcDecode(beam.PTransform):
-    """`ItemResult`s (with CTC ids) to rows of the `transcripts/` table."""
+    """`ItemResult`s (with CTC ids) to the same items with their `transcripts/` row attached.
+
+    The row rides on the item, so that one writer commits every table's rows of an item together.
+    """
 
     def __init__(self, model_dir: str, inputs_to_logits_ratio: int) -> None:
         super().__init__()

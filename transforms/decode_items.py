@@ -4,10 +4,12 @@ Tar shards, Parquet files and manifests hold many utterances each; their readers
 (`transforms.read_webdataset`, `read_parquet_audio`, `read_manifest`) turn each utterance into an
 `AudioItem`: its id, where it came from, its encoded bytes or the path of its file (with an
 optional span), and its reference text. This stage decodes and chunks every item exactly as
-`transforms.read_audio` does a loose file (`open_audio` + `chunk_audio`, streamed), and keeps the
-same contract: an item gives its windows with exactly one `is_last`, or exactly one `ErrorRecord`
-and never an `is_last` window (the last window is held back until the decoder has finished
-cleanly). An item's reference text travels in the chunks' metadata under `REFERENCE` to the
+`transforms.read_audio` does a loose file (`open_audio` + `chunk_audio`, streamed). An item gives
+its windows, the last one marked `is_last` and held back until the decoder has finished cleanly;
+or, when it fails, the windows it had given so far and then its failure marker
+(`records.failure_marker`: the `ErrorRecord`, numbered after those windows and marked `is_last`).
+Every item therefore ends in exactly one `is_last` chunk, and the stitcher downstream learns of a
+failure from the same stream that carries the windows it must drop. An item's reference text travels in the chunks' metadata under `REFERENCE` to the
 transcripts table, where it is scored (`transforms.score`).
 
 Why the readers emit items rather than chunks: the decode-and-account logic then lives once, the
@@ -34,8 +36,13 @@ from apache_beam.metrics import Metrics
 
 from transforms.chunk_audio import ChunkParams, chunk_audio
 from transforms.decode_audio import DEFAULT_BLOCK_S, AudioDecodeError, Span, open_audio
-from transforms.read_audio import CHUNKS_TAG
-from transforms.records import ERRORS_TAG, TARGET_SAMPLE_RATE, AudioChunk, ErrorRecord
+from transforms.records import (
+    ERRORS_TAG,
+    TARGET_SAMPLE_RATE,
+    AudioChunk,
+    ErrorRecord,
+    failure_marker,
+)
 
 METRICS_NAMESPACE = "read_corpus"
 
@@ -112,7 +119,7 @@ def _open_raw(item: AudioItem) -> contextlib.AbstractContextManager[BinaryIO]:
 
 
 class _DecodeItem(beam.DoFn):
-    """Decode one item as a stream and emit its windows, or one `ErrorRecord`."""
+    """Decode one item as a stream and emit its windows, ended by its last window or a marker."""
 
     def __init__(self, params: ChunkParams | None, block_s: float) -> None:
         self._params = params
@@ -121,13 +128,14 @@ class _DecodeItem(beam.DoFn):
         self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms_decoded")
         self._failures = Metrics.counter(METRICS_NAMESPACE, "decode_failures")
 
-    def process(self, item: AudioItem) -> Iterator[object]:
+    def process(self, item: AudioItem) -> Iterator[AudioChunk]:
         try:
             opened = _open_raw(item)
         except Exception as error:  # a missing file, a permission, a remote store's refusal
-            yield self._fail(item, "read", f"unreadable: {type(error).__name__}: {error}")
+            yield self._fail(item, 0, "read", f"unreadable: {type(error).__name__}: {error}")
             return
         last: AudioChunk | None = None
+        emitted = 0
         try:
             with opened as raw, open_audio(raw, self._block_s, item.span) as stream:
                 info = stream.info
@@ -143,34 +151,37 @@ class _DecodeItem(beam.DoFn):
                     if chunk.is_last:
                         last = chunk  # held back until the item has closed cleanly
                     else:
+                        emitted += 1
                         yield chunk
                 num_samples = stream.num_samples
         except AudioDecodeError as error:
-            yield self._fail(item, error.stage, str(error))
+            yield self._fail(item, emitted, error.stage, str(error))
             return
         except OSError as error:
-            yield self._fail(item, "read", f"unreadable: {type(error).__name__}: {error}")
+            yield self._fail(item, emitted, "read", f"unreadable: {type(error).__name__}: {error}")
             return
         except Exception as error:  # one odd item must not fail the whole corpus's job
             _LOG.exception("unexpected failure decoding %s", item.id)
-            yield self._fail(item, "decode", f"unexpected: {type(error).__name__}: {error}")
+            yield self._fail(
+                item, emitted, "decode", f"unexpected: {type(error).__name__}: {error}"
+            )
             return
         yield last
         self._items_read.inc()
         self._audio_ms.inc(round(1000 * num_samples / TARGET_SAMPLE_RATE))
 
-    def _fail(self, item: AudioItem, stage: str, message: str) -> beam.pvalue.TaggedOutput:
+    def _fail(self, item: AudioItem, emitted: int, stage: str, message: str) -> AudioChunk:
         self._failures.inc()
-        return item_error(item.id, item.source, stage, message)
+        error = ErrorRecord(item.id, item.source, stage, " ".join(message.split()))
+        return failure_marker(error, emitted)
 
 
 class DecodeItems(beam.PTransform):
-    """`AudioItem`s to `{CHUNKS_TAG: AudioChunk, ERRORS_TAG: ErrorRecord}` (see module doc)."""
+    """`AudioItem`s to `AudioChunk`s: each item's windows, or its failure marker (module doc)."""
 
     def __init__(self, params: ChunkParams | None, block_s: float = DEFAULT_BLOCK_S) -> None:
         super().__init__()
         self._fn = _DecodeItem(params, block_s)
 
-    def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
-        decoded = items | "Decode" >> beam.ParDo(self._fn).with_outputs(ERRORS_TAG, main=CHUNKS_TAG)
-        return {CHUNKS_TAG: decoded[CHUNKS_TAG], ERRORS_TAG: decoded[ERRORS_TAG]}
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        return items | "Decode" >> beam.ParDo(self._fn)

@@ -21,7 +21,8 @@ codevector ids travel as int16.
 Failures stay per item: a window shorter than the model's receptive field, a batch the model
 cannot run (then each item is retried alone, so one bad item does not fail its batch) and
 non-finite outputs give an `InferredChunk` with `error` set, which the stitcher turns into the
-item's error row. Nothing here stops the job.
+item's error row. An item's failure marker from the decoder (`records.failure_marker`) is passed on
+the same way, with the decoder's stage, and without a forward pass. Nothing here stops the job.
 
 Padding is counted too: `input_samples` (the windows' samples) and `computed_samples` (what the
 forward passes computed: each batch's bucket length times its power-of-two row count), whose
@@ -56,6 +57,7 @@ from transforms.records import (
     LOGITS,
     TARGET_SAMPLE_RATE,
     AudioChunk,
+    ErrorRecord,
     InferredChunk,
     hidden_state_key,
 )
@@ -163,7 +165,9 @@ class LoadedWav2Vec2:
         results: list[InferredChunk | None] = [None] * len(chunks)
         runnable = []
         for position, chunk in enumerate(chunks):
-            if len(chunk.samples) < self._receptive_field:
+            if chunk.error is not None:
+                results[position] = _marked(chunk, chunk.error)
+            elif len(chunk.samples) < self._receptive_field:
                 results[position] = _failed(
                     chunk,
                     f"window of {len(chunk.samples)} samples is shorter than the model's "
@@ -249,6 +253,13 @@ def _failed(chunk: AudioChunk, error: str) -> InferredChunk:
     return _inferred(chunk, {}, " ".join(error.split()))
 
 
+def _marked(chunk: AudioChunk, error: ErrorRecord) -> InferredChunk:
+    """A failure marker passed on: the decoder's error, with its stage, for the stitcher."""
+    marked = _inferred(chunk, {}, error.error)
+    marked.error_stage = error.stage
+    return marked
+
+
 class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedWav2Vec2]):
     """RunInference handler: each element is one batch (a list of chunks) from `BatchAudio`."""
 
@@ -272,6 +283,9 @@ class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedW
         model: LoadedWav2Vec2,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[InferredChunk]:
+        results = model.infer(batch)
+        if all(chunk.error is not None for chunk in batch):  # failure markers: no forward pass
+            return results
         if model.take_unreported_load():
             Metrics.counter(METRICS_NAMESPACE, "model_loads").inc()
         Metrics.counter(METRICS_NAMESPACE, "batches").inc()
@@ -281,7 +295,6 @@ class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedW
         Metrics.counter(METRICS_NAMESPACE, "computed_samples").inc(
             bucket_for(max(lengths), self._spec.ladder) * padded_batch_size(len(batch))
         )
-        results = model.infer(batch)
         record_progress(
             self._progress_dir,
             batches=1,

@@ -1,9 +1,10 @@
 """Progress: Beam counters for the record, a log line every 30 s while running, a final summary.
 
 Counters (namespace `wav2vec2`) are the truth: `files_succeeded`, `files_failed`, `audio_ms`
-(audio of the succeeded files), `batches`, `chunks`, `model_loads`, and `input_samples` and
-`computed_samples` (for the padding waste); summary.json is made from
-them once the pipeline has finished (`summarize`).
+(audio of the succeeded files), `batches`, `chunks`, `model_loads`, `input_samples` and
+`computed_samples` (for the padding waste), and `items_written` and `pieces_written` (what the
+writers committed); summary.json is made from them once the pipeline has finished
+(`summarize`).
 
 Live progress needs more, because the DirectRunner reports counters only when the pipeline ends,
 and with `--direct_running_mode=multi_processing` the work happens in other processes. So the
@@ -74,7 +75,8 @@ def read_progress(progress_dir: str) -> dict[str, float]:
 
 
 def progress_line(totals: Mapping[str, float], elapsed_s: float) -> str:
-    """One log line: files and audio inferred, real-time factor, batches, files finished."""
+    """One log line: files and audio inferred, real-time factor, batches, files finished, and
+    how many of them are committed to the tables."""
     audio_s = totals.get("audio_s", 0.0)
     speed = audio_s / elapsed_s if elapsed_s > 0 else 0.0
     return (
@@ -82,7 +84,8 @@ def progress_line(totals: Mapping[str, float], elapsed_s: float) -> str:
         f"{audio_s / 3600:.3f} h of audio, {speed:.1f}x real time, "
         f"{int(totals.get('batches', 0))} batches; "
         f"{int(totals.get('files_succeeded', 0))} files done, "
-        f"{int(totals.get('files_failed', 0))} failed; {elapsed_s:.0f} s elapsed"
+        f"{int(totals.get('files_failed', 0))} failed, "
+        f"{int(totals.get('items_written', 0))} on disk; {elapsed_s:.0f} s elapsed"
     )
 
 
@@ -142,6 +145,8 @@ def summarize(result: Any, wall_seconds: float, options: Mapping[str, Any]) -> d
         "model_loads": found.get("model_loads", 0),
         "batches": found.get("batches", 0),
         "padding_waste": padding_waste(found),
+        "items_written": found.get("items_written", 0),
+        "pieces_written": found.get("pieces_written", 0),
         "options": dict(options),
     }
 

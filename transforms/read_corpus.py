@@ -1,17 +1,18 @@
-"""Beam stage: `--input` patterns in, every item's `AudioChunk`s (or its one `ErrorRecord`) out.
+"""Beam stage: `--input` patterns in, every item as a work unit (or its one `ErrorRecord`) out.
 
 The corpus may be loose audio files, WebDataset tar shards, Parquet audio datasets or JSONL
-manifests, mixed freely; after this stage they are all the same windows, so the rest of the
-pipeline does not know where audio came from. ::
+manifests, mixed freely; after this stage they are all the same `AudioItem`s, not yet decoded, so
+the rest of the pipeline does not know where audio came from. ::
 
-    patterns -> ExpandBraces -> MatchInputs -> DistinctFiles -> by kind:
-        audio      -> SkipDone        \\
-        webdataset -> ReadWebDataset  |
-        parquet    -> ReadParquet      > AudioItems -> DecodeItems (transforms/decode_items.py)
-        manifest   -> ReadManifests   /
+    patterns -> ExpandBraces -> MatchInputs -> DistinctFiles -> ReadFiles, by kind:
+        audio      -> one path item
+        webdataset -> transforms/read_webdataset.py
+        parquet    -> transforms/read_parquet_audio.py
+        manifest   -> transforms/read_manifest.py
+    -> items (-> Reshuffle -> DecodeItems, in pipeline/graph.py)
 
-Every item keeps the contract of `transforms/read_audio.py`: its windows with exactly one
-`is_last`, or exactly one `ErrorRecord` and no `is_last` window.
+Items are what a cluster spreads over its workers: small (a path, or one utterance's encoded
+bytes), so that the one shuffle of the job moves these rather than audio samples or model outputs.
 
 Resume: given the ids already in the output folder (`transforms.resume.ReadExistingIds`), every
 reader leaves those items out before decoding them, and the error rows of those ids (a damaged
@@ -21,21 +22,21 @@ rows only for ids the folder does not hold yet.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
 
-from transforms.chunk_audio import DEFAULT_ALIGN_TO, chunk_params
-from transforms.corpus_inputs import KINDS, MatchInputs, expand_braces
-from transforms.decode_audio import DEFAULT_BLOCK_S
-from transforms.decode_items import AudioItem, DecodeItems
-from transforms.read_audio import CHUNKS_TAG
-from transforms.read_manifest import ReadManifestFile
-from transforms.read_parquet_audio import ParquetColumns, ReadParquetAudioFile
-from transforms.read_webdataset import ReadWebDatasetShard
+from transforms.corpus_inputs import MatchInputs, expand_braces
+from transforms.decode_items import AudioItem
+from transforms.read_manifest import read_manifest
+from transforms.read_parquet_audio import ParquetColumns, read_parquet_file
+from transforms.read_webdataset import read_shard
 from transforms.records import ERRORS_TAG, ErrorRecord
 from transforms.resume import skipped_counter
+
+#: Main output tag of `ReadCorpus`.
+ITEMS_TAG = "items"
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,35 @@ class CorpusOptions:
     id_column: str | None = None
 
 
-class _SkipDoneFiles(beam.DoFn):
-    """Matched audio files not done yet, as path `AudioItem`s for `DecodeItems`.
+class _ReadFiles(beam.DoFn):
+    """Each matched file to its items (and error rows), by its kind.
 
-    Loose files are decoded by the same DoFn as container items, so that one stage produces
-    every window: a Flatten of two window streams would make the local runner hold all of a
-    file's windows at once (memory no longer flat in file length).
+    One DoFn for every kind, rather than a reader per kind and a Flatten of their items: the local
+    runner materializes a Flatten whole, which would hold every item of the corpus (the encoded
+    audio of every tar member or Parquet cell) in memory before the first is decoded. A loose
+    audio file is one path item, decoded by the same `DecodeItems` as container items.
+    The ids to leave out come as the side input `skip` (see `transforms.resume`).
     """
+
+    def __init__(self, corpus: CorpusOptions) -> None:
+        self._corpus = corpus
 
     def process(
         self, matched: tuple[str, str, int], skip: Collection[str] = frozenset()
-    ) -> Iterator[AudioItem]:
-        _, path, _ = matched
-        if path in skip:
+    ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
+        kind, path, _ = matched
+        corpus = self._corpus
+        if kind == "webdataset":
+            yield from read_shard(path, skip, corpus.text_column)
+        elif kind == "parquet":
+            columns = ParquetColumns(corpus.audio_column, corpus.text_column, corpus.id_column)
+            yield from read_parquet_file(path, skip, columns)
+        elif kind == "manifest":
+            yield from read_manifest(path, skip, corpus.id_column, corpus.text_column)
+        elif path in skip:
             skipped_counter().inc()
-            return
-        yield AudioItem(id=path, source=path, path=path)
+        else:
+            yield AudioItem(id=path, source=path, path=path)
 
 
 class _DropDoneErrors(beam.DoFn):
@@ -83,63 +97,33 @@ class _DropDoneErrors(beam.DoFn):
 
 
 class ReadCorpus(beam.PTransform):
-    """Patterns to `{CHUNKS_TAG: AudioChunk, ERRORS_TAG: ErrorRecord}` (see module doc).
+    """Patterns to `{ITEMS_TAG: AudioItem, ERRORS_TAG: ErrorRecord}` (see module doc).
 
-    `chunk_length_s`, `stride_length_s`, `align_to` and `block_s` are `ReadAudio`'s. `done`, when
-    given, is a one-element PCollection holding the ids to leave out (resume).
+    `done`, when given, is a one-element PCollection holding the ids to leave out (resume).
     """
 
-    def __init__(
-        self,
-        corpus: CorpusOptions,
-        chunk_length_s: float | None,
-        stride_length_s: float | Sequence[float] | None = None,
-        align_to: int = DEFAULT_ALIGN_TO,
-        block_s: float = DEFAULT_BLOCK_S,
-        done: beam.PCollection | None = None,
-    ) -> None:
+    def __init__(self, corpus: CorpusOptions, done: beam.PCollection | None = None) -> None:
         super().__init__()
         self._corpus = corpus
-        self._decode = DecodeItems(chunk_params(chunk_length_s, stride_length_s, align_to), block_s)
         self._match = MatchInputs(corpus.input_format)
         self._done = done
 
     def expand(self, patterns: beam.PCollection) -> dict[str, beam.PCollection]:
-        corpus = self._corpus
         side = {} if self._done is None else {"skip": beam.pvalue.AsSingleton(self._done)}
         matched = (
             patterns
             | "ExpandBraces" >> beam.FlatMap(expand_braces)
             | "MatchInputs" >> beam.ParDo(self._match).with_outputs(ERRORS_TAG, main="files")
         )
-        by_kind = (
+        read = (
             matched.files
             | "DistinctFiles" >> beam.Distinct()
-            | "ByKind" >> beam.Partition(lambda file, _: KINDS.index(file[0]), len(KINDS))
+            | "ReadFiles"
+            >> beam.ParDo(_ReadFiles(self._corpus), **side).with_outputs(ERRORS_TAG, main="items")
         )
-        files = dict(zip(KINDS, by_kind, strict=True))
-        audio_items = files["audio"] | "SkipDoneFiles" >> beam.ParDo(_SkipDoneFiles(), **side)
-        readers = {
-            "webdataset": ("ReadWebDataset", ReadWebDatasetShard(corpus.text_column)),
-            "parquet": (
-                "ReadParquet",
-                ReadParquetAudioFile(
-                    ParquetColumns(corpus.audio_column, corpus.text_column, corpus.id_column)
-                ),
-            ),
-            "manifest": ("ReadManifests", ReadManifestFile(corpus.id_column, corpus.text_column)),
-        }
-        read = {
-            kind: files[kind]
-            | f"{name}Paths" >> beam.Map(lambda file: file[1])
-            | name >> beam.ParDo(fn, **side).with_outputs(ERRORS_TAG, main="items")
-            for kind, (name, fn) in readers.items()
-        }
-        decoded = [audio_items] + [out.items for out in read.values()] | "Items" >> beam.Flatten()
-        decoded = decoded | "DecodeItems" >> self._decode
         errors = (
-            [matched[ERRORS_TAG], decoded[ERRORS_TAG]] + [out[ERRORS_TAG] for out in read.values()]
+            [matched[ERRORS_TAG], read[ERRORS_TAG]]
             | "Errors" >> beam.Flatten()
             | "DropDoneErrors" >> beam.ParDo(_DropDoneErrors(), **side)
         )
-        return {CHUNKS_TAG: decoded[CHUNKS_TAG], ERRORS_TAG: errors}
+        return {ITEMS_TAG: read.items, ERRORS_TAG: errors}

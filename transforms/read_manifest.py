@@ -10,8 +10,10 @@ Each non-blank line is a JSON object:
 * `id` (`--id_column`; numbers are written in decimal): the item's id. A line without one gets
   `<manifest uri>#<line>`, with the 1-based line number (as editors and `sed -n` count lines).
 
-Ids must be unique across the inputs: a repeat within a manifest is an error row
-(`duplicate_id`); a repeat across manifests ends as one error row for the id from the stitcher.
+Ids must be unique across the inputs. Within a manifest the first line of an id is its item, and
+a later line repeating it is an error row (`duplicate_id`) whose id is `<manifest uri>#<line>`,
+so every id is in the tables once. A repeat across manifests is not detected: rows stream to
+disk as they finish, with no grouping of the whole corpus by id, so both are written.
 `source` is the audio file's path. A line that is not JSON, not an object, or has no usable
 `audio_filepath`, `offset` or `duration`, is an error row with the line's id (`<manifest
 uri>#<line>` when it has none). A manifest that cannot be opened, or fails part-way, gives one
@@ -166,10 +168,10 @@ def _read_line(
         return
     if item_id in seen:
         yield item_error(
-            item_id,
+            f"{manifest}#{line}",
             manifest,
             "read",
-            f"duplicate_id: lines {seen[item_id]} and {line} of the manifest have id {item_id!r}",
+            f"duplicate_id: line {line} repeats id {item_id!r} of line {seen[item_id]}",
         )
         return
     seen[item_id] = line
@@ -180,19 +182,3 @@ def _read_line(
         return
     Metrics.counter(METRICS_NAMESPACE, "manifest_lines_read").inc()
     yield item
-
-
-class ReadManifestFile(beam.DoFn):
-    """Manifest paths in, `AudioItem`s and tagged `ErrorRecord`s out.
-
-    The ids to leave out come as the side input `skip` (see `transforms.resume`).
-    """
-
-    def __init__(self, id_field: str | None, text_field: str | None) -> None:
-        self._id_field = id_field
-        self._text_field = text_field
-
-    def process(
-        self, manifest: str, skip: Collection[str] = frozenset()
-    ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
-        yield from read_manifest(manifest, skip, self._id_field, self._text_field)

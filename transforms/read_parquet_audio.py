@@ -8,10 +8,12 @@ relative (local or `gs://`).
 
 Ids: the value of the id column (`--id_column`, default `id` when the file has one; numbers are
 written in decimal), else `<file uri>#<row>` with the row's 0-based position in the file (as
-pyarrow and pandas number it). Ids from a column must be unique across the inputs: a repeat
-within a file is an error row (`duplicate_id`); a repeat across files ends as one error row for
-the id from the stitcher. `source` is `<file uri>#<row>` for embedded audio, the audio file's
-path otherwise.
+pyarrow and pandas number it). Ids from a column must be unique across the inputs. Within a file
+the first row of an id is its item, and a later row repeating it is an error row
+(`duplicate_id`) whose id is that row's `<file uri>#<row>`, so every id is in the tables once. A
+repeat across files is not detected: rows stream to disk as they finish, with no grouping of the
+whole corpus by id, so both are written (see docs/CORPORA.md). `source` is `<file uri>#<row>` for
+embedded audio, the audio file's path otherwise.
 
 Reference text: `--text_column`, else the first of `decode_items.TEXT_FIELDS` the file has; a
 null is no reference. A column named by a flag that a file does not have makes that file's one
@@ -165,7 +167,10 @@ def _read_group(
             skipped_counter().inc()
         elif item_id in seen:
             yield item_error(
-                item_id, path, "read", f"duplicate_id: rows {seen[item_id]} and {row} of the file"
+                f"{path}#{row}",
+                path,
+                "read",
+                f"duplicate_id: row {row} repeats id {item_id!r} of row {seen[item_id]}",
             )
         else:
             wanted[row] = item_id
@@ -229,18 +234,3 @@ def _item(
     return item_error(
         item_id, f"{path}#{row}", "read", f"null_audio: row {row} has no audio bytes or path"
     )
-
-
-class ReadParquetAudioFile(beam.DoFn):
-    """Parquet paths in, `AudioItem`s and tagged `ErrorRecord`s out.
-
-    The ids to leave out come as the side input `skip` (see `transforms.resume`).
-    """
-
-    def __init__(self, columns: ParquetColumns) -> None:
-        self._columns = columns
-
-    def process(
-        self, path: str, skip: Collection[str] = frozenset()
-    ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
-        yield from read_parquet_file(path, skip, self._columns)

@@ -28,8 +28,10 @@ A shard counts as damaged when tarfile raises while reading it, or when it ends 
 end-of-archive block that every tar writer puts at the end (tarfile itself takes a header that is
 cut short or garbled for the end of the archive, so this is checked here, on the last block read).
 
-A key that comes back after other keys (its members not adjacent) would give two items one id; it
-becomes an error row `duplicate_key` for that id, which the stitcher reports instead of either.
+A key that comes back after other keys (its members not adjacent) would give two items one id. The
+first run of its members is the item; the members that come back are an error row
+`duplicate_key` whose id is `<shard uri>#<first member that came back>`, so every id is in the
+tables once.
 A sample with no audio member, or several, is an error row too.
 
 Metrics (namespace `read_corpus`): `samples_read`, `damaged_shards`.
@@ -150,7 +152,7 @@ def _read_members(
                 item_id = f"{shard}#{key}"
                 if key in seen:
                     yield item_error(
-                        item_id,
+                        f"{shard}#{member.name}",
                         shard,
                         "read",
                         f"duplicate_key: member {member.name!r} comes back to key {key!r} after "
@@ -249,18 +251,3 @@ def _reference(sample: _Sample, text_field: str | None) -> str | None:
             raise ValueError(f"{sample.key}.json holds {type(record).__name__}, not an object")
         return reference_text(record, text_field)
     return None
-
-
-class ReadWebDatasetShard(beam.DoFn):
-    """Shard paths in, `AudioItem`s and tagged `ErrorRecord`s out.
-
-    The ids to leave out come as the side input `skip` (see `transforms.resume`).
-    """
-
-    def __init__(self, text_field: str | None) -> None:
-        self._text_field = text_field
-
-    def process(
-        self, shard: str, skip: Collection[str] = frozenset()
-    ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
-        yield from read_shard(shard, skip, self._text_field)

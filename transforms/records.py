@@ -70,6 +70,29 @@ class AudioChunk:
     total_samples: int | None = None
     #: Extra per-item fields (reference text, metadata) carried to the output rows.
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Set on an item's failure marker only (see `failure_marker`).
+    error: ErrorRecord | None = None
+
+
+def failure_marker(error: ErrorRecord, windows_before: int) -> AudioChunk:
+    """The chunk that ends a failed item in the window stream, in place of its last window.
+
+    Why in the window stream and not on an errors output: the item's earlier windows have gone on
+    to the model already, and the stitcher (which keeps no grouping of the whole corpus) must
+    learn from the same stream that they will never be joined, and how many of them to expect
+    before it can forget the item. So the marker is numbered after them and marked `is_last`.
+    """
+    return AudioChunk(
+        id=error.id,
+        source=error.source,
+        index=windows_before,
+        is_last=True,
+        samples=np.zeros(0, np.float32),
+        stride_left=0,
+        stride_right=0,
+        sample_rate=TARGET_SAMPLE_RATE,
+        error=error,
+    )
 
 
 @dataclass
@@ -98,6 +121,8 @@ class InferredChunk:
     frames: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
     per_window: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The stage `error` comes from: `infer`, or the decoder's stage for a failure marker.
+    error_stage: str = "infer"
 
 
 @dataclass
@@ -116,3 +141,5 @@ class ItemResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: The windows' `per_window` outputs pooled into one per item (see `transforms.stitch`).
     pooled: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The item's `transcripts` row, once CTC decoding has made it (`transforms.ctc_decode`).
+    transcript: dict[str, Any] | None = None

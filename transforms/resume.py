@@ -1,25 +1,29 @@
 """Resuming a corpus run: the ids an output folder already holds, to leave out of the next run.
 
-`--skip_existing` reads the `id` column of every Parquet file of the run's tables (errors and the
-tables it writes) under `--output_dir` and hands the set to the readers as a side input; each
-reader drops an item whose id is in it before any of its audio is decoded (a tar shard is still
-streamed through, since its keys are only known by reading it). The new run writes new files
-(their names hold its run id) and never touches the old ones, so after an interrupted run and a
-resumed one every id is in the folder exactly once.
+`--skip_existing` reads the `id` column of every Parquet piece of the run's tables (errors and the
+tables it writes) under `--output_dir`. An item is done when it is in `errors/`, or in every table
+the run writes; each reader drops a done item before any of its audio is decoded (a tar shard is
+still streamed through, since its keys are only known by reading it). The writers get the ids of
+each table too, and leave out a row the table holds already: an item whose rows reached some of
+its tables but not all (a kill between two renames of one commit) is computed again, and only its
+missing rows are written. The new run writes new pieces (their names hold its run id) and never
+touches the old ones, so after an interrupted run and a resumed one every id is in each of its
+tables exactly once.
 
-What counts as done is what a finished run wrote: Beam writes a run's Parquet files when the run
-ends, so a run killed part-way leaves no rows behind, and resuming it starts that run's work over.
-Running a huge corpus in slices (`shard-{000000..000099}.tar`, then the next) keeps each finished
-slice, and a final run over the whole corpus with `--skip_existing` does what is left.
+What counts as done is what was committed: the writers commit pieces while the job runs
+(`transforms.write_outputs`), so a run killed at any moment is resumed from its last committed
+piece. Scratch files of a piece being written when the run died are hidden (`.<name>.tmp`) and
+are not read.
 
 The ids are read inside the job rather than by the launcher, so that a folder of millions of rows
-never has to fit into the job's description; each worker holds the set (about 100 bytes an id).
+never has to fit into the job's description; each worker holds the sets (about 100 bytes an id
+and table).
 Metric (namespace `wav2vec2`): `items_skipped`, summary.json's `skipped_existing`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -37,20 +41,49 @@ def skipped_counter() -> Metrics.DelegatingCounter:
 
 
 def table_patterns(output_dir: str, tables: Sequence[str]) -> list[str]:
-    """The Parquet files of `tables` under `output_dir` (every run's)."""
+    """The Parquet pieces of `tables` under `output_dir` (every run's)."""
     return [FileSystems.join(output_dir, table, "*.parquet") for table in tables]
 
 
-def read_ids(path: str) -> Iterator[str]:
-    """The `id` column of one Parquet file, read alone (the other columns are never loaded)."""
+def read_ids(path: str) -> Iterator[tuple[str, str]]:
+    """(table, id) of each row of one piece; only the `id` column is loaded."""
+    table = FileSystems.split(FileSystems.split(path)[0])[1]
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        yield from pq.ParquetFile(handle).read(columns=["id"]).column("id").to_pylist()
+        for item_id in pq.ParquetFile(handle).read(columns=["id"]).column("id").to_pylist():
+            yield table, item_id
+
+
+def done_ids(existing: Mapping[str, frozenset[str]], item_tables: Sequence[str]) -> frozenset[str]:
+    """The ids to leave out: in `errors`, or in every one of `item_tables`."""
+    complete = frozenset.intersection(*(existing.get(t, frozenset()) for t in item_tables))
+    return existing.get("errors", frozenset()) | complete
+
+
+class _IdsByTable(beam.CombineFn):
+    """(table, id) pairs to {table: frozenset of ids}."""
+
+    def create_accumulator(self) -> dict[str, set[str]]:
+        return {}
+
+    def add_input(self, accumulator: dict[str, set[str]], pair: tuple[str, str]) -> dict:
+        accumulator.setdefault(pair[0], set()).add(pair[1])
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterator[dict[str, set[str]]]) -> dict:
+        merged: dict[str, set[str]] = {}
+        for accumulator in accumulators:
+            for table, ids in accumulator.items():
+                merged.setdefault(table, set()).update(ids)
+        return merged
+
+    def extract_output(self, accumulator: dict[str, set[str]]) -> dict[str, frozenset[str]]:
+        return {table: frozenset(ids) for table, ids in accumulator.items()}
 
 
 class ReadExistingIds(beam.PTransform):
-    """A one-element PCollection: the set of ids in `tables` under `output_dir`.
+    """A one-element PCollection: {table: frozenset of the ids its pieces under `output_dir` hold}.
 
-    An empty or missing folder gives an empty set; use it as `beam.pvalue.AsSingleton`.
+    A table with no pieces is missing from the mapping; use it as `beam.pvalue.AsSingleton`.
     """
 
     def __init__(self, output_dir: str, tables: Sequence[str]) -> None:
@@ -63,5 +96,5 @@ class ReadExistingIds(beam.PTransform):
             | "Tables" >> beam.Create(self._patterns)
             | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
             | "ReadIds" >> beam.FlatMap(lambda metadata: read_ids(metadata.path))
-            | "ToSet" >> beam.combiners.ToSet()
+            | "ByTable" >> beam.CombineGlobally(_IdsByTable())
         )

@@ -1,4 +1,4 @@
-"""Beam stage: transcript rows with reference text in, the same rows with WER and CER out.
+"""Beam stage: items whose transcript row has reference text in, the rows with WER and CER out.
 
 Both sides are normalized the same way before they are compared (`normalize_text`), so that
 casing and punctuation, which CTC vocabularies mostly lack, are not counted as errors:
@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
@@ -43,6 +43,7 @@ from apache_beam.metrics import Metrics
 from rapidfuzz.distance import Levenshtein
 
 from transforms.progress import METRICS_NAMESPACE
+from transforms.records import ItemResult
 
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc`\u00b4", "'"))
 _LONE_APOSTROPHE = re.compile(r"(?<![^\W_])'|'(?![^\W_])")
@@ -95,23 +96,25 @@ class _ScoreRow(beam.DoFn):
         }
         self._scored = Metrics.counter(METRICS_NAMESPACE, "items_scored")
 
-    def process(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def process(self, item: ItemResult) -> Iterator[ItemResult]:
+        yield replace(item, transcript=self._scored_row(item.transcript))
+
+    def _scored_row(self, row: dict[str, Any]) -> dict[str, Any]:
         reference = row.get("reference")
         if reference is None:
-            yield {**row, "wer": None, "cer": None}
-            return
+            return {**row, "wer": None, "cer": None}
         result = score(reference, row["transcript"])
         self._scored.inc()
         for name, counter in self._counters.items():
             counter.inc(getattr(result, name))
-        yield {**row, "wer": result.wer, "cer": result.cer}
+        return {**row, "wer": result.wer, "cer": result.cer}
 
 
 class ScoreTranscripts(beam.PTransform):
-    """Rows of the transcripts table (with `reference`, maybe None) to rows with `wer`, `cer`."""
+    """`ItemResult`s whose transcript row has `reference` (maybe None) to rows with `wer`, `cer`."""
 
-    def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        return rows | "Score" >> beam.ParDo(_ScoreRow())
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        return items | "Score" >> beam.ParDo(_ScoreRow())
 
 
 def summarize_scores(counters: Mapping[str, int]) -> dict[str, Any]:

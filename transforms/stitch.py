@@ -1,16 +1,26 @@
-"""Beam stage: every item's inferred windows and errors in, one `ItemResult` or one error out.
+"""Beam stage: inferred windows in, one `ItemResult` or one `ErrorRecord` per item out, as they complete.
 
-This is where the accounting closes. Windows and error records are grouped by item id together
-(CoGroupByKey), so each id is decided once, with everything known about it:
+This is where the accounting of every decoded item closes, and it is done without grouping: the
+stage keeps, per bundle, only the items whose windows are still arriving, and lets each go the
+moment its last window is in. Every window of an item reaches this stage in the bundle that
+decoded the item, because decoding, batching, inference and stitching are fused (no shuffle
+between them) and `BatchAudio` sends its unfinished batches on before its bundle ends. So nothing
+the model computed waits for the rest of the corpus, and what is held is bounded by the batches in
+flight, not by the corpus (a GroupByKey here would hold every window's outputs of the corpus on the
+local runner, and send them all through the shuffle on a cluster).
 
-* any error (from reading/decoding, or a window the model could not run) -> exactly one
-  `ErrorRecord`, the earliest stage's, and the item's windows are dropped. A file whose decode
-  failed late has some windows but never its last one (see `transforms/read_audio.py`), and its
-  decode error is in the same group, so it is dropped here.
+An item's windows come in any order (batching regroups them by length). Exactly one of them is
+marked `is_last`: the item's last window, or its failure marker from the decoder, numbered after
+the windows the decoder had given before it failed. Its index tells how many chunks to expect, so:
+
+* any error (a failure marker, or a window the model could not run) -> exactly one `ErrorRecord`,
+  the earliest stage's, once all of the item's chunks are in; the outputs of its windows are
+  dropped as they come, so a failed item holds no frames.
 * windows 0..k with the last one marked `is_last` -> the windows' frame-aligned outputs are cut
   and joined as the reference ASR pipeline does (`transforms.chunk_audio.stitch_frames`), and
   their per-window outputs (a classifier's probabilities) are pooled (`pool_windows`).
-* anything else (a window missing with no error to say why) -> an error, so that no id vanishes.
+* an item still incomplete when its bundle ends -> an error (stage `stitch`), so that no id
+  vanishes even if that contract were broken.
 
 Outputs are checked here to be writable as asked: with `--feature_dtype float16`, an item whose
 logits or hidden states overflow float16 becomes an error rather than a table of Inf.
@@ -19,10 +29,13 @@ logits or hidden states overflow float16 becomes an error rather than a table of
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.chunk_audio import stitch_frames
 from transforms.progress import METRICS_NAMESPACE, record_progress
@@ -35,7 +48,7 @@ from transforms.records import (
 )
 
 #: Main output tag of `StitchItems`.
-ITEMS_TAG = "items"
+STITCHED_TAG = "stitched"
 
 #: When an item has several errors, the one reported is the earliest stage's.
 _STAGE_ORDER = ("read", "decode", "infer", "stitch")
@@ -76,7 +89,7 @@ def stitch_item(
 ) -> ItemResult | ErrorRecord:
     """Join one item's windows (any order), or say why they cannot be joined."""
     source = windows[0].source if windows else item_id
-    errors = [ErrorRecord(item_id, w.source, "infer", w.error) for w in windows if w.error]
+    errors = [ErrorRecord(item_id, w.source, w.error_stage, w.error) for w in windows if w.error]
     if errors:
         return first_error(errors)
     windows = sorted(windows, key=lambda w: w.index)
@@ -120,27 +133,67 @@ def stitch_item(
     )
 
 
+@dataclass
+class _Arriving:
+    """What has come of one item so far."""
+
+    windows: list[InferredChunk] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
+    #: Chunks seen (the failed ones included, whose outputs are not kept).
+    seen: int = 0
+    #: Chunks to expect: the `is_last` chunk's index + 1, once it has come.
+    expected: int | None = None
+
+
 class _Stitch(beam.DoFn):
     def __init__(self, align_to: int, feature_dtype: str, progress_dir: str | None) -> None:
         self._align_to = align_to
         self._feature_dtype = feature_dtype
         self._progress_dir = progress_dir
         self._succeeded = Metrics.counter(METRICS_NAMESPACE, "files_succeeded")
-        self._failed = Metrics.counter(METRICS_NAMESPACE, "files_failed")
         self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
 
-    def process(self, element: tuple[str, dict[str, list]]) -> Iterator[object]:
-        item_id, grouped = element
-        errors = list(grouped["errors"])
-        if errors:
-            result: ItemResult | ErrorRecord = first_error(errors)
-        else:
-            result = stitch_item(
-                item_id, list(grouped["windows"]), self._align_to, self._feature_dtype
+    def start_bundle(self) -> None:
+        self._arriving: dict[str, _Arriving] = {}
+
+    def process(self, window: InferredChunk) -> Iterator[object]:
+        item = self._arriving.setdefault(window.id, _Arriving())
+        item.seen += 1
+        if window.is_last:
+            item.expected = window.index + 1
+        if window.error is not None:
+            item.errors.append(
+                ErrorRecord(window.id, window.source, window.error_stage, window.error)
             )
-        if isinstance(result, ErrorRecord):
-            self._failed.inc()
-            record_progress(self._progress_dir, files_failed=1)
+            item.windows = []  # the item has failed: its outputs are not needed any more
+        elif not item.errors:
+            item.windows.append(window)
+        if item.seen == item.expected:
+            del self._arriving[window.id]
+            if item.errors:
+                yield from self._emit(first_error(item.errors))
+            else:
+                yield from self._emit(
+                    stitch_item(window.id, item.windows, self._align_to, self._feature_dtype)
+                )
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for item_id, item in self._arriving.items():
+            if item.errors:
+                result: ItemResult | ErrorRecord = first_error(item.errors)
+            else:
+                result = stitch_item(item_id, item.windows, self._align_to, self._feature_dtype)
+            for emitted in self._emit(result):
+                if isinstance(emitted, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(
+                        emitted.tag, GlobalWindows.windowed_value(emitted.value)
+                    )
+                else:
+                    yield GlobalWindows.windowed_value(emitted)
+        self._arriving = {}
+
+    def _emit(self, result: ItemResult | ErrorRecord) -> Iterator[object]:
+        if isinstance(result, ErrorRecord):  # counted by its writer, with every other failure
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
         else:
             self._succeeded.inc()
@@ -150,7 +203,7 @@ class _Stitch(beam.DoFn):
 
 
 class StitchItems(beam.PTransform):
-    """`(windows, errors)` to `{ITEMS_TAG: ItemResult, ERRORS_TAG: ErrorRecord}`, one per id.
+    """`InferredChunk`s to `{STITCHED_TAG: ItemResult, ERRORS_TAG: ErrorRecord}`, one per item.
 
     `align_to` is the model's inputs-to-logits ratio (the reference's stride-to-frames factor);
     `feature_dtype` the dtype logits and hidden states will be written in; `progress_dir` the
@@ -161,15 +214,8 @@ class StitchItems(beam.PTransform):
         super().__init__()
         self._fn = _Stitch(align_to, feature_dtype, progress_dir)
 
-    def expand(
-        self, inputs: tuple[beam.PCollection, beam.PCollection]
-    ) -> dict[str, beam.PCollection]:
-        windows, errors = inputs
-        grouped = {
-            "windows": windows | "KeyWindows" >> beam.Map(lambda w: (w.id, w)),
-            "errors": errors | "KeyErrors" >> beam.Map(lambda e: (e.id, e)),
-        } | "GroupById" >> beam.CoGroupByKey()
-        stitched = grouped | "Stitch" >> beam.ParDo(self._fn).with_outputs(
-            ERRORS_TAG, main=ITEMS_TAG
+    def expand(self, windows: beam.PCollection) -> dict[str, beam.PCollection]:
+        stitched = windows | "Stitch" >> beam.ParDo(self._fn).with_outputs(
+            ERRORS_TAG, main=STITCHED_TAG
         )
-        return {ITEMS_TAG: stitched[ITEMS_TAG], ERRORS_TAG: stitched[ERRORS_TAG]}
+        return {STITCHED_TAG: stitched[STITCHED_TAG], ERRORS_TAG: stitched[ERRORS_TAG]}

@@ -1,49 +1,73 @@
-"""Beam stage: results in, Parquet tables out (one folder per table), plus the run's summary.json.
+"""Beam stage: results in, Parquet tables out in pieces as the run goes, plus its summary.json.
 
 Layout under `--output_dir`::
 
-    transcripts/<run_id>-SSSSS-of-NNNNN.parquet
-    logits/<run_id>-...parquet
-    hidden_states/<run_id>-...parquet
-    classifications/<run_id>-...parquet
-    codes/<run_id>-...parquet
-    errors/<run_id>-...parquet
+    transcripts/<run_id>-<bundle>-<sequence>.parquet
+    logits/..., hidden_states/..., classifications/..., codes/..., pooled_hidden_states/...
+    errors/<run_id>-<bundle>-<sequence>.parquet
     summary.json            (the latest run's; also summary-<run_id>.json)
 
-The run id (UTC start time plus a random suffix) is in every file name, so runs writing into the
-same folder never overwrite each other's files, and a table is read whole by pointing pandas or
-pyarrow at its folder.
+A table is read whole by pointing pandas or pyarrow at its folder; the run id (UTC start time plus
+a random suffix) in every name keeps runs that write into one folder apart.
 
-Why `WriteToParquetBatched` rather than `WriteToParquet`: WriteToParquet takes one dict per row
-and builds Arrow arrays from Python objects, which for logits and hidden states means one Python
-float per value. Here each table's rows are buffered per bundle (up to `MAX_ROWS_PER_TABLE` rows
-or `MAX_BYTES_PER_TABLE` bytes, one Parquet row group each) and turned into a `pyarrow.Table`
-straight from the numpy arrays; the Beam sink then writes those tables as they are.
+Pieces, not a sink. Beam's file sinks write temporary files and make them visible only when the
+whole job ends (a barrier after the last item), so a job that dies after 20 GPU-hours would leave
+nothing. Here the writer sits in the same fused stage as inference, buffers the bundle's results
+and commits them as it goes: a piece is cut when it holds `--piece_items` items, about
+`--piece_mb` MB of rows, or when its oldest row has waited `--piece_seconds` as the next arrives,
+and at the end of the bundle. One cut writes one file per table, each a complete Parquet file
+written under a hidden scratch name and then renamed (`write_piece`), so a reader sees a piece
+whole or not at all, and an item's rows in every table are committed at the same moment. Rows
+therefore reach disk while the job runs, a run killed at any point leaves every committed item,
+and `--skip_existing` resumes from there (`transforms.resume`).
 
-Frame matrices are `list<fixed_size_list<float>>` (frames x width; int16 for codes): a nested list
-per row, whose inner width (vocabulary, hidden size or codevector groups) is part of the schema and
-needs no offsets, so a very long item cannot overflow Arrow's 32-bit list offsets.
+Retries. A runner that retries a failed bundle (Dataflow does, up to four times) replays the same
+elements in the same order, and the writer names a bundle's pieces by its first element
+(`bundle_key`) and their sequence number. Before writing anything the writer deletes the pieces a
+failed attempt of the same bundle left, then writes its own, so a retried bundle leaves its rows
+once. What this does not cover: two attempts of one bundle running at the same time (Dataflow's
+batch mode does not run backups), and a retry that meets a different first element (a runner that
+re-splits the work it retries); `--skip_existing` and the `id` column still tell such a duplicate.
+
+Why Arrow tables from numpy: building rows from Python objects would make one Python float per
+value of the logits and hidden states. Each table's rows are turned into a `pyarrow.Table`
+straight from the numpy arrays. Frame matrices are `list<fixed_size_list<float>>` (frames x width;
+int16 for codes): a nested list per row, whose inner width (vocabulary, hidden size or codevector
+groups) is part of the schema and needs no offsets, so a very long item cannot overflow Arrow's
+32-bit list offsets.
+
+Metrics (namespace `wav2vec2`): `pieces_written`, `items_written`, and `files_failed`: every
+failure, whichever stage it comes from, reaches a writer, so the writers count them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquetBatched
-from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.metrics import Metrics
 
-from transforms.records import CLASS_PROBABILITIES, CODES, LOGITS, ItemResult, hidden_state_key
-
-MAX_ROWS_PER_TABLE = 1000
-MAX_BYTES_PER_TABLE = 64 * 1024 * 1024
+from transforms.progress import METRICS_NAMESPACE, record_progress
+from transforms.records import (
+    CLASS_PROBABILITIES,
+    CODES,
+    LOGITS,
+    ErrorRecord,
+    ItemResult,
+    hidden_state_key,
+)
 
 FEATURE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
@@ -145,12 +169,12 @@ class TableSpec:
 
 
 def transcripts_table() -> TableSpec:
-    """Rows are the dicts `transforms.ctc_decode` emits."""
+    """Rows are the dicts `transforms.ctc_decode` attaches to items."""
     return TableSpec(
         "transcripts",
         TRANSCRIPTS_SCHEMA,
-        lambda rows: pa.Table.from_pylist(rows, TRANSCRIPTS_SCHEMA),
-        lambda row: 64 * (len(row["words"]) + len(row["chars"])) + 256,
+        lambda items: pa.Table.from_pylist([i.transcript for i in items], TRANSCRIPTS_SCHEMA),
+        lambda item: 64 * (len(item.transcript["words"]) + len(item.transcript["chars"])) + 256,
     )
 
 
@@ -253,58 +277,181 @@ def classifications_table(id2label: dict[int, str], model_dir: str) -> TableSpec
     return TableSpec("classifications", schema, to_table, lambda item: 4 * num_labels + 256)
 
 
-class _ToArrowTables(beam.DoFn):
-    """Buffer a bundle's elements and emit them as Arrow tables of bounded rows and bytes."""
+@dataclass(frozen=True)
+class PieceLimits:
+    """When a writer cuts a piece: whichever limit its buffered rows reach first."""
 
-    def __init__(self, spec: TableSpec) -> None:
-        self._spec = spec
+    items: int = 1000
+    megabytes: float = 64.0
+    seconds: float = 60.0
+
+
+DEFAULT_LIMITS = PieceLimits()
+
+
+def piece_name(run_id: str, bundle_key: str, sequence: int) -> str:
+    """`<run_id>-<bundle key>-<sequence>.parquet`: the same in every table for one cut."""
+    return f"{run_id}-{bundle_key}-{sequence:05d}.parquet"
+
+
+def bundle_key(writer: str, element: ItemResult | ErrorRecord) -> str:
+    """A bundle's name, from the first element its writer meets; a retry meets the same one."""
+    text = "\0".join((writer, element.id, element.source))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def write_piece(table: pa.Table, final_path: str) -> None:
+    """Write `table` as one Parquet file that appears under `final_path` only once complete.
+
+    It is written under a hidden scratch name beside the final one (no `*.parquet` glob, pyarrow
+    dataset or `--skip_existing` sees it) and then renamed: on a local disk the rename is atomic;
+    on gs:// Beam renames by copying, and a GCS object becomes visible only when its copy has
+    finished, whole.
+    """
+    folder, name = FileSystems.split(final_path)
+    scratch = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    with FileSystems.create(scratch, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        pq.write_table(table, handle, compression="snappy", use_compliant_nested_type=True)
+    FileSystems.rename([scratch], [final_path])
+
+
+class _WritePieces(beam.DoFn):
+    """Buffer a bundle's results and commit them, every table at once, piece by piece."""
+
+    def __init__(
+        self,
+        item_tables: Sequence[TableSpec],
+        output_dir: str,
+        run_id: str,
+        limits: PieceLimits,
+        writer: str,
+        progress_dir: str | None,
+    ) -> None:
+        self._tables = {spec.name: spec for spec in [*item_tables, errors_table()]}
+        self._item_tables = [spec.name for spec in item_tables]
+        self._output_dir = output_dir
+        self._run_id = run_id
+        self._limits = limits
+        self._writer = writer
+        self._progress_dir = progress_dir
+        self._pieces = Metrics.counter(METRICS_NAMESPACE, "pieces_written")
+        self._items = Metrics.counter(METRICS_NAMESPACE, "items_written")
+        self._failed = Metrics.counter(METRICS_NAMESPACE, "files_failed")
 
     def start_bundle(self) -> None:
-        self._buffer: list[Any] = []
+        self._key: str | None = None
+        self._sequence = 0
+        self._clear()
+
+    def process(
+        self,
+        element: ItemResult | ErrorRecord,
+        existing: Mapping[str, Collection[str]] = MappingProxyType({}),
+    ) -> None:
+        if self._key is None:
+            self._key = bundle_key(self._writer, element)
+            self._remove_failed_attempt()
+        if isinstance(element, ErrorRecord):
+            tables = ["errors"]
+            self._failed.inc()
+            record_progress(self._progress_dir, files_failed=1)
+        else:
+            tables = self._item_tables
+        for table in tables:
+            if element.id not in existing.get(table, ()):  # a resumed item's half-written rows
+                self._rows[table].append(element)
+                self._bytes += self._tables[table].size_of(element)
+        self._count += 1
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        limits = self._limits
+        if (
+            self._count >= limits.items
+            or self._bytes >= limits.megabytes * 2**20
+            or time.monotonic() - self._oldest >= limits.seconds
+        ):
+            self._commit()
+
+    def finish_bundle(self) -> None:
+        if self._count:
+            self._commit()
+
+    def _clear(self) -> None:
+        self._rows: dict[str, list[Any]] = {name: [] for name in self._tables}
         self._bytes = 0
+        self._count = 0
+        self._oldest: float | None = None
 
-    def process(self, element: Any) -> Iterator[pa.Table]:
-        self._buffer.append(element)
-        self._bytes += self._spec.size_of(element)
-        if len(self._buffer) >= MAX_ROWS_PER_TABLE or self._bytes >= MAX_BYTES_PER_TABLE:
-            yield self._flush()
+    def _path(self, table: str) -> str:
+        name = piece_name(self._run_id, self._key or "", self._sequence)
+        return FileSystems.join(self._output_dir, table, name)
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        if self._buffer:
-            yield GlobalWindows.windowed_value(self._flush())
+    def _remove_failed_attempt(self) -> None:
+        """Delete the pieces an earlier attempt at this same bundle left (a runner's retry)."""
+        patterns = [
+            FileSystems.join(self._output_dir, table, f"{self._run_id}-{self._key}-*.parquet")
+            for table in self._tables
+        ]
+        found = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+        if found:
+            FileSystems.delete(found)
 
-    def _flush(self) -> pa.Table:
-        table = self._spec.to_table(self._buffer)
-        self._buffer, self._bytes = [], 0
-        return table
+    def _commit(self) -> None:
+        written = 0
+        for name, rows in self._rows.items():
+            if rows:
+                write_piece(self._tables[name].to_table(rows), self._path(name))
+                written += 1
+        self._pieces.inc(written)
+        self._items.inc(self._count)
+        record_progress(self._progress_dir, items_written=self._count)
+        self._sequence += 1
+        self._clear()
 
 
-def table_prefix(output_dir: str, table: str, run_id: str) -> str:
-    """Path prefix of one run's files of one table: <output_dir>/<table>/<run_id>."""
-    return FileSystems.join(output_dir, table, run_id)
+class WriteOutputs(beam.PTransform):
+    """`ItemResult`s and `ErrorRecord`s to pieces of `item_tables` and of `errors/` (module doc).
 
+    `writer` names this writer among the job's (it keeps two writers' bundles apart); `existing`,
+    when given, is a singleton PCollection of the ids each table holds already (resume), whose rows
+    are not written again.
+    """
 
-class WriteTable(beam.PTransform):
-    """Elements to Parquet files `<output_dir>/<spec.name>/<run_id>-*.parquet`."""
-
-    def __init__(self, spec: TableSpec, output_dir: str, run_id: str) -> None:
+    def __init__(
+        self,
+        item_tables: Sequence[TableSpec],
+        output_dir: str,
+        run_id: str,
+        limits: PieceLimits = DEFAULT_LIMITS,
+        writer: str = "items",
+        existing: beam.PCollection | None = None,
+        progress_dir: str | None = None,
+    ) -> None:
         super().__init__()
-        self._spec = spec
-        self._prefix = table_prefix(output_dir, spec.name, run_id)
+        self._fn = _WritePieces(item_tables, output_dir, run_id, limits, writer, progress_dir)
+        self._existing = existing
 
-    def expand(self, elements: beam.PCollection) -> beam.pvalue.PDone:
-        return (
-            elements
-            | "ToArrow" >> beam.ParDo(_ToArrowTables(self._spec))
-            | "WriteParquet"
-            >> WriteToParquetBatched(
-                self._prefix,
-                self._spec.schema,
-                codec="snappy",
-                use_compliant_nested_type=True,
-                file_name_suffix=".parquet",
-            )
+    def expand(self, elements: beam.PCollection) -> beam.PCollection:
+        side = (
+            {} if self._existing is None else {"existing": beam.pvalue.AsSingleton(self._existing)}
         )
+        return elements | "WritePieces" >> beam.ParDo(self._fn, **side)
+
+
+def write_empty_pieces(specs: Sequence[TableSpec], output_dir: str, run_id: str) -> list[str]:
+    """Give each table that got no row from this run an empty piece with its schema.
+
+    So that every table a run was asked for exists, and `pyarrow.parquet.read_table` or pandas
+    on its folder gives the columns even when, say, no file failed. Returns the pieces written.
+    """
+    written = []
+    for spec in specs:
+        pattern = FileSystems.join(output_dir, spec.name, f"{run_id}-*.parquet")
+        if not FileSystems.match([pattern])[0].metadata_list:
+            path = FileSystems.join(output_dir, spec.name, f"{run_id}-empty.parquet")
+            write_piece(spec.schema.empty_table(), path)
+            written.append(path)
+    return written
 
 
 def write_summary(output_dir: str, run_id: str, summary: dict[str, Any]) -> list[str]:
