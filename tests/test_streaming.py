@@ -57,14 +57,14 @@ def test_each_item_leaves_the_stitcher_with_its_last_window_and_nothing_is_held(
         for out in stitch.process(arrival):
             emitted.append((f"{arrival.id}{arrival.index}", getattr(out, "value", out)))
         if arrival.id == "c" and arrival.error:
-            assert stitch._arriving["c"].windows == []  # a failed item keeps no outputs
+            assert stitch._arriving["c", "src-c"].windows == []  # a failed item keeps no outputs
     assert [when for when, _ in emitted] == ["b0", "a0", "c1", "d0"]
     results = dict(emitted)
     a = results["a0"]
     assert isinstance(a, ItemResult) and a.frames[LOGITS][:, 0].tolist() == [0] * 4 + [1] * 4
     assert results["c1"] == ErrorRecord("c", "src-c", "decode", "non_finite: NaN at 3.1 s")
     assert results["d0"] == ErrorRecord("d", "src-d", "infer", "RuntimeError: boom")
-    assert list(stitch._arriving) == ["e"]
+    assert list(stitch._arriving) == [("e", "src-e")]
     (tail,) = stitch.finish_bundle()
     assert tail.value.value.stage == "stitch" and tail.value.value.id == "e"
     assert stitch._arriving == {}

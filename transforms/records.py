@@ -99,13 +99,14 @@ def failure_marker(error: ErrorRecord, windows_before: int) -> AudioChunk:
 class InferredChunk:
     """The model's outputs for one `AudioChunk`: its frame-aligned arrays, or why there are none.
 
-    The samples are dropped (only their count is kept) so that what is shuffled to the stitcher
-    stays small. `frames` maps an output name to an array whose first axis is the window's valid
+    The samples are dropped (only their count is kept) so that what the stitcher holds while an
+    item's other windows are inferred stays small. `frames` maps an output name to an array whose first axis is the window's valid
     frames, so that the stitcher can cut every output at the same frames without knowing what it
     is (CTC ids, logits, one hidden layer, codevector ids). `per_window` holds outputs that
     describe the window as a whole (a classifier's probabilities): they have no frames to cut, so
     the stitcher pools them over the item's windows instead. An `error` marks a window the model
-    could not run; the stitcher turns it into the item's one `ErrorRecord`.
+    could not run (or, with `error_stage` set, carries the decoder's failure marker); the stitcher
+    turns it into the item's one `ErrorRecord`.
     """
 
     id: str

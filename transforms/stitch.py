@@ -154,10 +154,12 @@ class _Stitch(beam.DoFn):
         self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
 
     def start_bundle(self) -> None:
-        self._arriving: dict[str, _Arriving] = {}
+        #: By (id, source): two containers that repeat an id are two items (see the README, Ids and sources).
+        self._arriving: dict[tuple[str, str], _Arriving] = {}
 
     def process(self, window: InferredChunk) -> Iterator[object]:
-        item = self._arriving.setdefault(window.id, _Arriving())
+        key = (window.id, window.source)
+        item = self._arriving.setdefault(key, _Arriving())
         item.seen += 1
         if window.is_last:
             item.expected = window.index + 1
@@ -169,7 +171,7 @@ class _Stitch(beam.DoFn):
         elif not item.errors:
             item.windows.append(window)
         if item.seen == item.expected:
-            del self._arriving[window.id]
+            del self._arriving[key]
             if item.errors:
                 yield from self._emit(first_error(item.errors))
             else:
@@ -178,7 +180,7 @@ class _Stitch(beam.DoFn):
                 )
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for item_id, item in self._arriving.items():
+        for (item_id, _), item in self._arriving.items():
             if item.errors:
                 result: ItemResult | ErrorRecord = first_error(item.errors)
             else:

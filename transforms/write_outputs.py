@@ -16,10 +16,11 @@ nothing. Here the writer sits in the same fused stage as inference, buffers the 
 and commits them as it goes: a piece is cut when it holds `--piece_items` items, about
 `--piece_mb` MB of rows, or when its oldest row has waited `--piece_seconds` as the next arrives,
 and at the end of the bundle. One cut writes one file per table, each a complete Parquet file
-written under a hidden scratch name and then renamed (`write_piece`), so a reader sees a piece
-whole or not at all, and an item's rows in every table are committed at the same moment. Rows
-therefore reach disk while the job runs, a run killed at any point leaves every committed item,
-and `--skip_existing` resumes from there (`transforms.resume`).
+written under a hidden scratch name (`write_scratch`), and only then renames them all into place
+(`publish`), so a reader sees a piece whole or not at all. The first item table is renamed last
+(`_WritePieces._commit`): an id in it has its rows in every table. Rows therefore reach disk while
+the job runs, a run killed at any point leaves every committed item, and `--skip_existing`
+resumes from there (`transforms.resume`).
 
 Retries. A runner that retries a failed bundle (Dataflow does, up to four times) replays the same
 elements in the same order, and the writer names a bundle's pieces by its first element
@@ -300,18 +301,22 @@ def bundle_key(writer: str, element: ItemResult | ErrorRecord) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
-def write_piece(table: pa.Table, final_path: str) -> None:
-    """Write `table` as one Parquet file that appears under `final_path` only once complete.
+def write_scratch(table: pa.Table, final_path: str) -> str:
+    """Write `table` as one Parquet file under a hidden scratch name beside `final_path`.
 
-    It is written under a hidden scratch name beside the final one (no `*.parquet` glob, pyarrow
-    dataset or `--skip_existing` sees it) and then renamed: on a local disk the rename is atomic;
-    on gs:// Beam renames by copying, and a GCS object becomes visible only when its copy has
-    finished, whole.
+    No `*.parquet` glob, pyarrow dataset or `--skip_existing` sees the scratch file; `publish`
+    then renames it to `final_path`. On a local disk the rename is atomic; on gs:// Beam renames
+    by copying, and a GCS object becomes visible only when its copy has finished, whole.
     """
     folder, name = FileSystems.split(final_path)
     scratch = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
     with FileSystems.create(scratch, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         pq.write_table(table, handle, compression="snappy", use_compliant_nested_type=True)
+    return scratch
+
+
+def publish(scratch: str, final_path: str) -> None:
+    """Give a complete scratch file its final name (see `write_scratch`)."""
     FileSystems.rename([scratch], [final_path])
 
 
@@ -397,12 +402,21 @@ class _WritePieces(beam.DoFn):
             FileSystems.delete(found)
 
     def _commit(self) -> None:
-        written = 0
-        for name, rows in self._rows.items():
-            if rows:
-                write_piece(self._tables[name].to_table(rows), self._path(name))
-                written += 1
-        self._pieces.inc(written)
+        """Write every table's file of this cut, then publish them, the first item table last.
+
+        Renames of several files cannot be one atomic step, so they follow each other as closely
+        as they can, in an order that makes the first item table (the first of `--outputs`, the
+        one a user watches) the commit point: an id there has its rows in every other table.
+        """
+        order = [*reversed(self._item_tables), "errors"]
+        written = [
+            (write_scratch(self._tables[name].to_table(self._rows[name]), self._path(name)), name)
+            for name in order
+            if self._rows[name]
+        ]
+        for scratch, name in written:
+            publish(scratch, self._path(name))
+        self._pieces.inc(len(written))
         self._items.inc(self._count)
         record_progress(self._progress_dir, items_written=self._count)
         self._sequence += 1
@@ -449,7 +463,7 @@ def write_empty_pieces(specs: Sequence[TableSpec], output_dir: str, run_id: str)
         pattern = FileSystems.join(output_dir, spec.name, f"{run_id}-*.parquet")
         if not FileSystems.match([pattern])[0].metadata_list:
             path = FileSystems.join(output_dir, spec.name, f"{run_id}-empty.parquet")
-            write_piece(spec.schema.empty_table(), path)
+            publish(write_scratch(spec.schema.empty_table(), path), path)
             written.append(path)
     return written
 
