@@ -2,14 +2,15 @@
 
     Inputs -> ReadCorpus -> Reshuffle (remote runners) -> DecodeItems -> BatchAudio
         -> RunInference -> Stitch -> CtcDecode -> ScoreTranscripts (transcripts) -> WriteOutputs
-    Stitch's errors -> WriteFailures; ReadCorpus's errors -> WriteReadErrors
+    ReadCorpus's errors -> WriteReadErrors
     ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out; -> the writers
 
 The Reshuffle moves work units (file paths, one utterance's encoded bytes) and is the job's only
 shuffle of data. From DecodeItems to the writers there is no grouping, so the stage fuses: an
 item's windows stream through the model and its rows reach disk, piece by piece, as it completes.
-Model outputs never cross a shuffle. There is no Flatten there either: the local runner
-materializes a Flatten whole, so each output of the stitcher has its own writer.
+Model outputs never cross a shuffle. There is no Flatten there either (the local runner
+materializes a Flatten whole): the stitcher's one output carries every item's result or error row
+to one writer.
 
 Which tables `WriteOutputs` writes depends on `config.outputs`, resolved against the checkpoint's
 head. Only wiring lives here; what each stage does, and why, is in its module.
@@ -34,7 +35,7 @@ from transforms.read_corpus import ITEMS_TAG, CorpusOptions, ReadCorpus
 from transforms.records import ERRORS_TAG
 from transforms.resume import ReadExistingIds, done_ids
 from transforms.score import ScoreTranscripts
-from transforms.stitch import STITCHED_TAG, StitchItems
+from transforms.stitch import StitchItems
 from transforms.write_outputs import (
     TableSpec,
     WriteOutputs,
@@ -134,7 +135,7 @@ def build_pipeline(
         share_across_processes=config.share_model_across_processes,
         progress_dir=progress_dir,
     )
-    stitched = (
+    results = (
         items
         | "DecodeItems" >> DecodeItems(config.chunking(align_to))
         | "BatchAudio"
@@ -146,7 +147,6 @@ def build_pipeline(
         | "RunInference" >> RunInference(handler)
         | "Stitch" >> StitchItems(align_to, config.feature_dtype, progress_dir)
     )
-    results = stitched[STITCHED_TAG]
     if "transcripts" in config.outputs:
         results = (
             results
@@ -155,12 +155,10 @@ def build_pipeline(
         )
     out, limits = config.output_dir, config.piece_limits
     specs = table_specs(config, model, hidden_layers)
-    writers = (
-        ("WriteOutputs", results, specs),
-        ("WriteFailures", stitched[ERRORS_TAG], []),
-        ("WriteReadErrors", read[ERRORS_TAG], []),
+    # Each writer's name is in its pieces' names (see transforms/write_outputs.py).
+    _ = results | "WriteOutputs" >> WriteOutputs(
+        specs, out, run_id, limits, "out", existing, progress_dir
     )
-    for name, elements, tables in writers:
-        _ = elements | name >> WriteOutputs(
-            tables, out, run_id, limits, name, existing, progress_dir
-        )
+    _ = read[ERRORS_TAG] | "WriteReadErrors" >> WriteOutputs(
+        [], out, run_id, limits, "read", existing, progress_dir
+    )

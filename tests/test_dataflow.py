@@ -37,10 +37,8 @@ STAGES = (
     "CtcDecode",
     "ScoreTranscripts",
     "WriteOutputs",
-    "WriteFailures",
     "WriteReadErrors",
 )
-WRITERS = ("WriteOutputs", "WriteFailures", "WriteReadErrors")
 GROUPING_URNS = {
     common_urns.primitives.GROUP_BY_KEY.urn,
     common_urns.composites.RESHUFFLE.urn,
@@ -194,7 +192,6 @@ def test_no_grouping_between_the_model_and_the_writers(
     components = dataflow_job_graph(submitted_flags, *extra)
     after_model = downstream_of(components, "RunInference")
     assert any(name.startswith("WriteOutputs/") for name in after_model)
-    assert any(name.startswith("WriteFailures/") for name in after_model)
     groupings = grouping_transforms(components)
     assert groupings  # the graph does shuffle: before the model (the check below is not vacuous)
     assert not groupings & set(after_model), sorted(groupings & set(after_model))

@@ -12,7 +12,7 @@ import soundfile
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.chunk_audio import chunk_params
-from transforms.decode_items import AudioItem, _DecodeItem
+from transforms.decode_items import AudioItem, _DecodeItem, bundle_name
 from transforms.records import LOGITS, ErrorRecord, InferredChunk, ItemResult
 from transforms.resume import read_ids, table_patterns
 from transforms.stitch import _Stitch
@@ -55,18 +55,18 @@ def test_each_item_leaves_the_stitcher_with_its_last_window_and_nothing_is_held(
     emitted: list[tuple[str, object]] = []
     for arrival in arrivals:
         for out in stitch.process(arrival):
-            emitted.append((f"{arrival.id}{arrival.index}", getattr(out, "value", out)))
+            emitted.append((f"{arrival.id}{arrival.index}", out))
         if arrival.id == "c" and arrival.error:
-            assert stitch._arriving["c", "src-c"].windows == []  # a failed item keeps no outputs
+            assert stitch._arriving[0, "c"].windows == []  # a failed item keeps no outputs
     assert [when for when, _ in emitted] == ["b0", "a0", "c1", "d0"]
     results = dict(emitted)
     a = results["a0"]
     assert isinstance(a, ItemResult) and a.frames[LOGITS][:, 0].tolist() == [0] * 4 + [1] * 4
     assert results["c1"] == ErrorRecord("c", "src-c", "decode", "non_finite: NaN at 3.1 s")
     assert results["d0"] == ErrorRecord("d", "src-d", "infer", "RuntimeError: boom")
-    assert list(stitch._arriving) == [("e", "src-e")]
+    assert list(stitch._arriving) == [(0, "e")]
     (tail,) = stitch.finish_bundle()
-    assert tail.value.value.stage == "stitch" and tail.value.value.id == "e"
+    assert tail.value.stage == "stitch" and tail.value.id == "e"
     assert stitch._arriving == {}
 
 
@@ -76,8 +76,14 @@ def test_a_late_decode_failure_ends_the_item_with_a_numbered_marker(tmp_path: Pa
     path = tmp_path / "late.wav"
     soundfile.write(path, audio, 16_000, subtype="FLOAT")
     decode = _DecodeItem(chunk_params(2.0, None, 320), block_s=0.5)
-    chunks = list(decode.process(AudioItem(id="late", source=str(path), path=str(path))))
+    decode.start_bundle()
+    first = AudioItem(id="first", source=str(path), path=str(path), origin="m.jsonl#1")
+    late = AudioItem(id="late", source=str(path), path=str(path), origin="m.jsonl#2")
+    _ = list(decode.process(first))
+    chunks = list(decode.process(late))
     *windows, marker = chunks
+    # Every chunk names its bundle by the bundle's first item, and numbers its own item.
+    assert {(c.bundle, c.serial) for c in chunks} == {(bundle_name(first), 2)}
     assert windows and all(not c.is_last and c.error is None for c in windows)
     assert [c.index for c in windows] == list(range(len(windows)))
     assert marker.is_last and marker.index == len(windows) and len(marker.samples) == 0
@@ -87,9 +93,9 @@ def test_a_late_decode_failure_ends_the_item_with_a_numbered_marker(tmp_path: Pa
 # ---------------------------------------------------------------- pieces
 
 
-def result(item: str) -> ItemResult:
+def result(item: str, bundle: str = "") -> ItemResult:
     logits = np.arange(6, dtype=np.float32).reshape(3, 2) + ord(item[-1])
-    return ItemResult(item, f"src-{item}", 0.06, 16_000, 3, {LOGITS: logits})
+    return ItemResult(item, f"src-{item}", 0.06, 16_000, 3, {LOGITS: logits}, bundle=bundle)
 
 
 def writer(out: Path, items: int, seconds: float = 3600.0) -> _WritePieces:
@@ -147,6 +153,25 @@ def test_a_retried_bundle_leaves_each_row_once(tmp_path: Path) -> None:
     other.process(result("j0"))
     other.finish_bundle()
     assert ids_in(tmp_path, "logits") == [*(f"i{n}" for n in range(5)), "j0"]
+
+
+def test_a_retry_in_which_other_items_succeed_still_leaves_each_item_once(tmp_path: Path) -> None:
+    """Attempt 1 failed to read its first item (a passing fault) and died; in attempt 2 it reads."""
+    failed = writer(tmp_path, items=1)
+    failed.start_bundle()
+    failed.process(ErrorRecord("i0", "src-i0", "read", "unreadable: timeout", bundle="b1"))
+    failed.process(result("i1", bundle="b1"))
+    assert ids_in(tmp_path, "errors") == ["i0"] and ids_in(tmp_path, "logits") == ["i1"]
+    (piece,) = (tmp_path / "logits").glob("*.parquet")
+    scratch = tmp_path / "logits" / f".{piece.stem[:-1]}2.parquet.0123abcd.tmp"
+    scratch.write_bytes(b"the third piece, half written when the worker died")
+    retry = writer(tmp_path, items=1)
+    retry.start_bundle()
+    for element in (result("i0", bundle="b1"), result("i1", bundle="b1")):
+        retry.process(element)
+    retry.finish_bundle()
+    assert ids_in(tmp_path, "errors") == [] and ids_in(tmp_path, "logits") == ["i0", "i1"]
+    assert not scratch.exists()
 
 
 def test_rows_a_table_holds_already_are_not_written_again(tmp_path: Path) -> None:

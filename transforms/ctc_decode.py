@@ -26,7 +26,13 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.decode_items import REFERENCE
-from transforms.records import CTC_CONFIDENCE, CTC_IDS, TARGET_SAMPLE_RATE, ItemResult
+from transforms.records import (
+    CTC_CONFIDENCE,
+    CTC_IDS,
+    TARGET_SAMPLE_RATE,
+    ErrorRecord,
+    ItemResult,
+)
 
 
 def decode_ctc(
@@ -89,7 +95,10 @@ class _DecodeCtc(beam.DoFn):
 
         self._tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(self._model_dir)
 
-    def process(self, item: ItemResult) -> Iterator[ItemResult]:
+    def process(self, item: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
+        if isinstance(item, ErrorRecord):  # on to the writer as it is
+            yield item
+            return
         text, chars, words = decode_ctc(
             item.frames[CTC_IDS], item.frames[CTC_CONFIDENCE], self._tokenizer, self._ratio
         )
@@ -115,7 +124,8 @@ class _DecodeCtc(beam.DoFn):
 class CtcDecode(beam.PTransform):
     """`ItemResult`s (with CTC ids) to the same items with their `transcripts/` row attached.
 
-    The row rides on the item, so that one writer commits every table's rows of an item together.
+    The row rides on the item, so that one writer commits every table's rows of an item together;
+    the `ErrorRecord`s of the same stream pass through on their way to that writer.
     """
 
     def __init__(self, model_dir: str, inputs_to_logits_ratio: int) -> None:

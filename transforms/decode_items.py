@@ -3,14 +3,16 @@
 Tar shards, Parquet files and manifests hold many utterances each; their readers
 (`transforms.read_webdataset`, `read_parquet_audio`, `read_manifest`) turn each utterance into an
 `AudioItem`: its id, where it came from, its encoded bytes or the path of its file (with an
-optional span), and its reference text. This stage decodes and chunks every item exactly as
-`transforms.read_audio` does a loose file (`open_audio` + `chunk_audio`, streamed). An item gives
-its windows, the last one marked `is_last` and held back until the decoder has finished cleanly;
-or, when it fails, the windows it had given so far and then its failure marker
-(`records.failure_marker`: the `ErrorRecord`, numbered after those windows and marked `is_last`).
-Every item therefore ends in exactly one `is_last` chunk, and the stitcher downstream learns of a
-failure from the same stream that carries the windows it must drop. An item's reference text travels in the chunks' metadata under `REFERENCE` to the
-transcripts table, where it is scored (`transforms.score`).
+optional span), and its reference text; a loose file is one path item. This stage decodes and
+chunks every item as a stream (`open_audio` + `chunk_audio`). An item gives its windows, the last
+one marked `is_last` and held back until the decoder has finished cleanly; or, when it fails, the
+windows it had given so far and then its failure marker (`records.failure_marker`: the
+`ErrorRecord`, numbered after those windows and marked `is_last`). Every item therefore ends in
+exactly one `is_last` chunk, and the stitcher downstream learns of a failure from the same stream
+that carries the windows it must drop. Each chunk is stamped with its bundle's name and its item's
+number in the bundle (`AudioChunk.bundle`, `serial`). An item's reference text travels in the
+chunks' metadata under `REFERENCE` to the transcripts table, where it is scored
+(`transforms.score`).
 
 Why the readers emit items rather than chunks: the decode-and-account logic then lives once, the
 readers stay about their container layout, and the resume filter (`--skip_existing`) drops an
@@ -23,6 +25,7 @@ Metrics (namespace `read_corpus`): `items_read` (items fully decoded), `audio_ms
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 from collections.abc import Iterator, Mapping
@@ -76,6 +79,9 @@ class AudioItem:
     #: Only this part of the file (a manifest's offset/duration); None: all of it.
     span: Span | None = None
     reference: str | None = None
+    #: Where exactly the item was found, unique in the run even when ids repeat: the file, or
+    #: `<container uri>#<member, row or line>`. Empty: the item's id stands for it.
+    origin: str = ""
 
 
 def reference_text(record: Mapping[str, Any], field: str | None) -> str | None:
@@ -118,6 +124,12 @@ def _open_raw(item: AudioItem) -> contextlib.AbstractContextManager[BinaryIO]:
     return FileSystems.open(item.path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+def bundle_name(item: AudioItem) -> str:
+    """The name of a bundle whose first item is `item` (see `AudioChunk.bundle`)."""
+    origin = item.origin or f"{item.id}\0{item.source}"
+    return hashlib.sha1(origin.encode("utf-8")).hexdigest()[:12]
+
+
 class _DecodeItem(beam.DoFn):
     """Decode one item as a stream and emit its windows, ended by its last window or a marker."""
 
@@ -128,7 +140,19 @@ class _DecodeItem(beam.DoFn):
         self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms_decoded")
         self._failures = Metrics.counter(METRICS_NAMESPACE, "decode_failures")
 
+    def start_bundle(self) -> None:
+        self._bundle: str | None = None
+        self._serial = 0
+
     def process(self, item: AudioItem) -> Iterator[AudioChunk]:
+        if self._bundle is None:
+            self._bundle = bundle_name(item)
+        self._serial += 1
+        for chunk in self._chunks(item):
+            chunk.bundle, chunk.serial = self._bundle, self._serial
+            yield chunk
+
+    def _chunks(self, item: AudioItem) -> Iterator[AudioChunk]:
         try:
             opened = _open_raw(item)
         except Exception as error:  # a missing file, a permission, a remote store's refusal

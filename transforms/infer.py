@@ -246,6 +246,8 @@ def _inferred(
         frames=frames,
         error=error,
         per_window=per_window or {},
+        bundle=chunk.bundle,
+        serial=chunk.serial,
     )
 
 

@@ -77,6 +77,7 @@ def parse_line(
         path=path,
         span=span,
         reference=reference,
+        origin=f"{manifest}#{line}",
     )
 
 

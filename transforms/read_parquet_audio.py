@@ -226,11 +226,15 @@ def _item(
         return item_error(item_id, f"{path}#{row}", "read", f"bad_reference: {error}")
     if data is not None:
         Metrics.counter(METRICS_NAMESPACE, "rows_read").inc()
-        return AudioItem(item_id, f"{path}#{row}", data=data, reference=reference)
+        return AudioItem(
+            item_id, f"{path}#{row}", data=data, reference=reference, origin=f"{path}#{row}"
+        )
     if audio_path:
         Metrics.counter(METRICS_NAMESPACE, "rows_read").inc()
         resolved = resolve_path(path, audio_path)
-        return AudioItem(item_id, resolved, path=resolved, reference=reference)
+        return AudioItem(
+            item_id, resolved, path=resolved, reference=reference, origin=f"{path}#{row}"
+        )
     return item_error(
         item_id, f"{path}#{row}", "read", f"null_audio: row {row} has no audio bytes or path"
     )

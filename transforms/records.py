@@ -47,6 +47,9 @@ class ErrorRecord:
     source: str
     stage: str
     error: str
+    #: The bundle that decoded the item, when it got that far (see `AudioChunk.bundle`); not a
+    #: column of the table.
+    bundle: str = field(default="", compare=False)
 
 
 @dataclass
@@ -72,6 +75,13 @@ class AudioChunk:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Set on an item's failure marker only (see `failure_marker`).
     error: ErrorRecord | None = None
+    #: Names the decoder's bundle: its first item's origin, hashed. A runner's retry of the
+    #: bundle starts from the same item, so the writers name their pieces by it (see
+    #: `transforms.write_outputs`).
+    bundle: str = ""
+    #: The item's number among the items its bundle decoded: the stitcher's key, unique even when
+    #: two containers repeat an id.
+    serial: int = 0
 
 
 def failure_marker(error: ErrorRecord, windows_before: int) -> AudioChunk:
@@ -105,8 +115,8 @@ class InferredChunk:
     is (CTC ids, logits, one hidden layer, codevector ids). `per_window` holds outputs that
     describe the window as a whole (a classifier's probabilities): they have no frames to cut, so
     the stitcher pools them over the item's windows instead. An `error` marks a window the model
-    could not run (or, with `error_stage` set, carries the decoder's failure marker); the stitcher
-    turns it into the item's one `ErrorRecord`.
+    could not run, or (with an `error_stage` other than `infer`) passes on the decoder's failure
+    marker; the stitcher turns it into the item's one `ErrorRecord`.
     """
 
     id: str
@@ -124,6 +134,9 @@ class InferredChunk:
     per_window: dict[str, np.ndarray] = field(default_factory=dict)
     #: The stage `error` comes from: `infer`, or the decoder's stage for a failure marker.
     error_stage: str = "infer"
+    #: Copied from the `AudioChunk`.
+    bundle: str = ""
+    serial: int = 0
 
 
 @dataclass
@@ -144,3 +157,5 @@ class ItemResult:
     pooled: dict[str, np.ndarray] = field(default_factory=dict)
     #: The item's `transcripts` row, once CTC decoding has made it (`transforms.ctc_decode`).
     transcript: dict[str, Any] | None = None
+    #: The decoder's bundle (see `AudioChunk.bundle`).
+    bundle: str = ""

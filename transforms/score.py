@@ -43,7 +43,7 @@ from apache_beam.metrics import Metrics
 from rapidfuzz.distance import Levenshtein
 
 from transforms.progress import METRICS_NAMESPACE
-from transforms.records import ItemResult
+from transforms.records import ErrorRecord, ItemResult
 
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc`\u00b4", "'"))
 _LONE_APOSTROPHE = re.compile(r"(?<![^\W_])'|'(?![^\W_])")
@@ -96,7 +96,10 @@ class _ScoreRow(beam.DoFn):
         }
         self._scored = Metrics.counter(METRICS_NAMESPACE, "items_scored")
 
-    def process(self, item: ItemResult) -> Iterator[ItemResult]:
+    def process(self, item: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
+        if isinstance(item, ErrorRecord):  # on to the writer as it is
+            yield item
+            return
         yield replace(item, transcript=self._scored_row(item.transcript))
 
     def _scored_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +114,8 @@ class _ScoreRow(beam.DoFn):
 
 
 class ScoreTranscripts(beam.PTransform):
-    """`ItemResult`s whose transcript row has `reference` (maybe None) to rows with `wer`, `cer`."""
+    """`ItemResult`s whose transcript row has `reference` (maybe None) to rows with `wer`, `cer`;
+    `ErrorRecord`s pass through."""
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         return items | "Score" >> beam.ParDo(_ScoreRow())

@@ -29,7 +29,7 @@ logits or hidden states overflow float16 becomes an error rather than a table of
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import apache_beam as beam
 import numpy as np
@@ -40,15 +40,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.chunk_audio import stitch_frames
 from transforms.progress import METRICS_NAMESPACE, record_progress
 from transforms.records import (
-    ERRORS_TAG,
     TARGET_SAMPLE_RATE,
     ErrorRecord,
     InferredChunk,
     ItemResult,
 )
-
-#: Main output tag of `StitchItems`.
-STITCHED_TAG = "stitched"
 
 #: When an item has several errors, the one reported is the earliest stage's.
 _STAGE_ORDER = ("read", "decode", "infer", "stitch")
@@ -143,6 +139,7 @@ class _Arriving:
     seen: int = 0
     #: Chunks to expect: the `is_last` chunk's index + 1, once it has come.
     expected: int | None = None
+    bundle: str = ""
 
 
 class _Stitch(beam.DoFn):
@@ -154,12 +151,12 @@ class _Stitch(beam.DoFn):
         self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
 
     def start_bundle(self) -> None:
-        #: By (id, source): two containers that repeat an id are two items (see the README, Ids and sources).
-        self._arriving: dict[tuple[str, str], _Arriving] = {}
+        #: By the decoder's serial (and id): two containers that repeat an id are two items.
+        self._arriving: dict[tuple[int, str], _Arriving] = {}
 
     def process(self, window: InferredChunk) -> Iterator[object]:
-        key = (window.id, window.source)
-        item = self._arriving.setdefault(key, _Arriving())
+        key = (window.serial, window.id)
+        item = self._arriving.setdefault(key, _Arriving(bundle=window.bundle))
         item.seen += 1
         if window.is_last:
             item.expected = window.index + 1
@@ -172,40 +169,36 @@ class _Stitch(beam.DoFn):
             item.windows.append(window)
         if item.seen == item.expected:
             del self._arriving[key]
-            if item.errors:
-                yield from self._emit(first_error(item.errors))
-            else:
-                yield from self._emit(
-                    stitch_item(window.id, item.windows, self._align_to, self._feature_dtype)
-                )
+            yield from self._emit(self._result(window.id, item))
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for (item_id, _), item in self._arriving.items():
-            if item.errors:
-                result: ItemResult | ErrorRecord = first_error(item.errors)
-            else:
-                result = stitch_item(item_id, item.windows, self._align_to, self._feature_dtype)
-            for emitted in self._emit(result):
-                if isinstance(emitted, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(
-                        emitted.tag, GlobalWindows.windowed_value(emitted.value)
-                    )
-                else:
-                    yield GlobalWindows.windowed_value(emitted)
+        for (_, item_id), item in self._arriving.items():
+            for emitted in self._emit(self._result(item_id, item)):
+                yield GlobalWindows.windowed_value(emitted)
         self._arriving = {}
 
-    def _emit(self, result: ItemResult | ErrorRecord) -> Iterator[object]:
-        if isinstance(result, ErrorRecord):  # counted by its writer, with every other failure
-            yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
+    def _result(self, item_id: str, item: _Arriving) -> ItemResult | ErrorRecord:
+        """The item's one result, stamped with its bundle for the writers."""
+        if item.errors:
+            result: ItemResult | ErrorRecord = first_error(item.errors)
         else:
+            result = stitch_item(item_id, item.windows, self._align_to, self._feature_dtype)
+        return replace(result, bundle=item.bundle)
+
+    def _emit(self, result: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
+        if isinstance(result, ItemResult):  # a failure is counted by the writer, like every other
             self._succeeded.inc()
             self._audio_ms.inc(round(1000 * result.duration_s))
             record_progress(self._progress_dir, files_succeeded=1)
-            yield result
+        yield result
 
 
 class StitchItems(beam.PTransform):
-    """`InferredChunk`s to `{STITCHED_TAG: ItemResult, ERRORS_TAG: ErrorRecord}`, one per item.
+    """`InferredChunk`s to one `ItemResult` or one `ErrorRecord` per item, in one PCollection.
+
+    One, not two tagged outputs: every result of a bundle then reaches the same writer, which
+    names its pieces by the bundle and, on a retry, removes what a failed attempt of the bundle
+    left, whichever of its items succeeded this time (see `transforms.write_outputs`).
 
     `align_to` is the model's inputs-to-logits ratio (the reference's stride-to-frames factor);
     `feature_dtype` the dtype logits and hidden states will be written in; `progress_dir` the
@@ -216,8 +209,5 @@ class StitchItems(beam.PTransform):
         super().__init__()
         self._fn = _Stitch(align_to, feature_dtype, progress_dir)
 
-    def expand(self, windows: beam.PCollection) -> dict[str, beam.PCollection]:
-        stitched = windows | "Stitch" >> beam.ParDo(self._fn).with_outputs(
-            ERRORS_TAG, main=STITCHED_TAG
-        )
-        return {STITCHED_TAG: stitched[STITCHED_TAG], ERRORS_TAG: stitched[ERRORS_TAG]}
+    def expand(self, windows: beam.PCollection) -> beam.PCollection:
+        return windows | "Stitch" >> beam.ParDo(self._fn)

@@ -23,12 +23,16 @@ the job runs, a run killed at any point leaves every committed item, and `--skip
 resumes from there (`transforms.resume`).
 
 Retries. A runner that retries a failed bundle (Dataflow does, up to four times) replays the same
-elements in the same order, and the writer names a bundle's pieces by its first element
-(`bundle_key`) and their sequence number. Before writing anything the writer deletes the pieces a
-failed attempt of the same bundle left, then writes its own, so a retried bundle leaves its rows
-once. What this does not cover: two attempts of one bundle running at the same time (Dataflow's
-batch mode does not run backups), and a retry that meets a different first element (a runner that
-re-splits the work it retries); `--skip_existing` and the `id` column still tell such a duplicate.
+elements in the same order. The decoder names its bundle after the bundle's first item (where it
+was found: `AudioChunk.bundle`) and stamps that name on everything the bundle gives, so it does not
+depend on which items happened to succeed. Each writer names its pieces
+`<run_id>-<writer>-<bundle>-<sequence>` and, before writing anything, deletes the pieces and
+scratch files that a failed attempt of the same bundle left. A retried bundle therefore leaves its
+rows once, however its attempts cut their pieces. What this does not cover: two attempts of one
+bundle running at the same time (Dataflow's batch mode runs no backup attempts), a retry that
+starts from another item (a runner that re-splits the work it retries), and the readers' own error
+rows (a shard that cannot be opened), whose writer names its bundle by its first error; in those
+cases a duplicate is a whole row with the same `id`, and `--skip_existing` reads it as done.
 
 Why Arrow tables from numpy: building rows from Python objects would make one Python float per
 value of the logits and hidden states. Each table's rows are turned into a `pyarrow.Table`
@@ -290,14 +294,17 @@ class PieceLimits:
 DEFAULT_LIMITS = PieceLimits()
 
 
-def piece_name(run_id: str, bundle_key: str, sequence: int) -> str:
-    """`<run_id>-<bundle key>-<sequence>.parquet`: the same in every table for one cut."""
-    return f"{run_id}-{bundle_key}-{sequence:05d}.parquet"
+def piece_prefix(run_id: str, writer: str, bundle: str) -> str:
+    """What every piece of one writer's bundle is named after: `<run_id>-<writer>-<bundle>`."""
+    return f"{run_id}-{writer}-{bundle}"
 
 
-def bundle_key(writer: str, element: ItemResult | ErrorRecord) -> str:
-    """A bundle's name, from the first element its writer meets; a retry meets the same one."""
-    text = "\0".join((writer, element.id, element.source))
+def bundle_of(element: ItemResult | ErrorRecord) -> str:
+    """The name of the bundle `element` came in: the decoder's stamp, or, for what never reached
+    the decoder (a reader's error rows), a hash of the element itself."""
+    if element.bundle:
+        return element.bundle
+    text = f"{element.id}\0{element.source}"
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -344,7 +351,7 @@ class _WritePieces(beam.DoFn):
         self._failed = Metrics.counter(METRICS_NAMESPACE, "files_failed")
 
     def start_bundle(self) -> None:
-        self._key: str | None = None
+        self._prefix: str | None = None
         self._sequence = 0
         self._clear()
 
@@ -353,8 +360,8 @@ class _WritePieces(beam.DoFn):
         element: ItemResult | ErrorRecord,
         existing: Mapping[str, Collection[str]] = MappingProxyType({}),
     ) -> None:
-        if self._key is None:
-            self._key = bundle_key(self._writer, element)
+        if self._prefix is None:
+            self._prefix = piece_prefix(self._run_id, self._writer, bundle_of(element))
             self._remove_failed_attempt()
         if isinstance(element, ErrorRecord):
             tables = ["errors"]
@@ -388,14 +395,15 @@ class _WritePieces(beam.DoFn):
         self._oldest: float | None = None
 
     def _path(self, table: str) -> str:
-        name = piece_name(self._run_id, self._key or "", self._sequence)
+        name = f"{self._prefix}-{self._sequence:05d}.parquet"
         return FileSystems.join(self._output_dir, table, name)
 
     def _remove_failed_attempt(self) -> None:
-        """Delete the pieces an earlier attempt at this same bundle left (a runner's retry)."""
+        """Delete the pieces (and scratch files) an earlier attempt at this bundle left."""
         patterns = [
-            FileSystems.join(self._output_dir, table, f"{self._run_id}-{self._key}-*.parquet")
+            FileSystems.join(self._output_dir, table, name)
             for table in self._tables
+            for name in (f"{self._prefix}-*.parquet", f".{self._prefix}-*.tmp")
         ]
         found = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
         if found:
@@ -426,7 +434,8 @@ class _WritePieces(beam.DoFn):
 class WriteOutputs(beam.PTransform):
     """`ItemResult`s and `ErrorRecord`s to pieces of `item_tables` and of `errors/` (module doc).
 
-    `writer` names this writer among the job's (it keeps two writers' bundles apart); `existing`,
+    `writer` names this writer among the job's, in its pieces' names (two writers see the same
+    bundles, and each must remove only its own failed attempts' pieces); `existing`,
     when given, is a singleton PCollection of the ids each table holds already (resume), whose rows
     are not written again.
     """
