@@ -434,10 +434,9 @@ class _WritePieces(beam.DoFn):
 class WriteOutputs(beam.PTransform):
     """`ItemResult`s and `ErrorRecord`s to pieces of `item_tables` and of `errors/` (module doc).
 
-    `writer` names this writer among the job's, in its pieces' names (two writers see the same
-    bundles, and each must remove only its own failed attempts' pieces); `existing`,
-    when given, is a singleton PCollection of the ids each table holds already (resume), whose rows
-    are not written again.
+    `writer` names this writer among the job's, in its pieces' names, so that each writer removes
+    only its own failed attempts' pieces; `existing`, when given, is a singleton PCollection of
+    the ids each table holds already (resume), whose rows are not written again.
     """
 
     def __init__(
