@@ -101,6 +101,7 @@ def test_a_killed_run_resumes_from_its_last_committed_piece(tmp_path: Path) -> N
     # Nothing committed was computed again: the resumed run skipped exactly those ids ...
     assert summary["skipped_existing"] == len(done_before)
     assert summary["inputs"] == len(paths) - len(done_before)
+    assert summary["items_written"] == summary["inputs"]  # each committed once, none lost
     # ... and left the first run's pieces as they were.
     for table in TABLES:
         now = ids_by_piece(output, table)
