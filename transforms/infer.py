@@ -232,6 +232,7 @@ def _inferred(
     frames: dict[str, np.ndarray],
     error: str | None,
     per_window: dict[str, np.ndarray] | None = None,
+    error_stage: str = "infer",
 ) -> InferredChunk:
     return InferredChunk(
         id=chunk.id,
@@ -246,6 +247,7 @@ def _inferred(
         frames=frames,
         error=error,
         per_window=per_window or {},
+        error_stage=error_stage,
         bundle=chunk.bundle,
         serial=chunk.serial,
     )
@@ -257,9 +259,7 @@ def _failed(chunk: AudioChunk, error: str) -> InferredChunk:
 
 def _marked(chunk: AudioChunk, error: ErrorRecord) -> InferredChunk:
     """A failure marker passed on: the decoder's error, with its stage, for the stitcher."""
-    marked = _inferred(chunk, {}, error.error)
-    marked.error_stage = error.stage
-    return marked
+    return _inferred(chunk, {}, error.error, error_stage=error.stage)
 
 
 class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedWav2Vec2]):
