@@ -29,6 +29,7 @@ RUN apt-get update \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
       python${PYTHON_VERSION} python${PYTHON_VERSION}-venv python${PYTHON_VERSION}-dev \
+      g++ \
  && rm -rf /var/lib/apt/lists/*
 
 # A venv first on PATH: the Beam boot entrypoint runs `python` and `pip` from PATH.
@@ -40,10 +41,12 @@ COPY setup.py ./
 COPY models ./models
 COPY transforms ./transforms
 COPY pipeline ./pipeline
-# tensorflow[and-cuda] brings the CUDA and cuDNN libraries TensorFlow was built against.
+COPY lm ./lm
+# tensorflow[and-cuda] brings the CUDA and cuDNN libraries TensorFlow was built against; g++
+# (above) builds kenlm, which PyPI has as source only.
 RUN pip install --upgrade pip setuptools wheel \
  && pip install "tensorflow[and-cuda]==${TENSORFLOW_VERSION}" . \
- && python -c "import apache_beam, tensorflow, soundfile, soxr, pyarrow; import pipeline.graph"
+ && python -c "import apache_beam, tensorflow, soundfile, soxr, pyarrow, kenlm; import pipeline.graph"
 
 COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam
 ENTRYPOINT ["/opt/apache/beam/boot"]

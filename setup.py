@@ -17,6 +17,10 @@ INSTALL_REQUIRES = [
     "soxr==1.1.0",
     "gcsfs",
     "rapidfuzz>=3,<4",
+    # KenLM's own Python module scores n-grams for LM beam search (ARPA and binary models, as
+    # Hugging Face checkpoints ship them). PyPI has only its source: pip builds it with the
+    # machine's C++ compiler (about a minute; `g++` and the Python headers must be installed).
+    "kenlm==0.3.0",
 ]
 
 setup(
@@ -24,7 +28,7 @@ setup(
     version="0.1.0",
     description="Apache Beam batch pipeline running a TensorFlow Wav2Vec2 over audio corpora",
     python_requires=">=3.11",
-    packages=find_namespace_packages(include=["models", "transforms", "pipeline"]),
+    packages=find_namespace_packages(include=["models", "transforms", "pipeline", "lm"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest", "ruff", "jiwer"]},
     entry_points={"console_scripts": ["wav2vec2-beam = pipeline.__main__:main"]},

@@ -13,27 +13,44 @@ import os
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from typing import Any
 
-from models.configuration import UnsupportedConfigError, Wav2Vec2Config
-from models.feature_extraction import Wav2Vec2FeatureExtractor
-from models.inference import Wav2Vec2Runner
-from models.masking import compute_mask_indices
-from models.modeling_wav2vec2 import (
-    MODEL_CLASSES,
-    TFWav2Vec2ForCTC,
-    TFWav2Vec2ForPreTraining,
-    TFWav2Vec2ForSequenceClassification,
-    TFWav2Vec2Model,
-    Wav2Vec2Output,
-    Wav2Vec2PreTrainedModel,
-)
-from models.processing import Wav2Vec2Processor
-from models.tokenizer import Wav2Vec2CTCTokenizer
-from models.weights import CheckpointError
+# Names resolve on first use (PEP 562): the decoding processes import `models.ctc_beam_search`
+# and the LM, and should not pay for TensorFlow, which `modeling_wav2vec2` imports.
+_HOMES = {
+    "UnsupportedConfigError": "configuration",
+    "Wav2Vec2Config": "configuration",
+    "Wav2Vec2FeatureExtractor": "feature_extraction",
+    "Wav2Vec2Runner": "inference",
+    "compute_mask_indices": "masking",
+    "MODEL_CLASSES": "modeling_wav2vec2",
+    "TFWav2Vec2ForCTC": "modeling_wav2vec2",
+    "TFWav2Vec2ForPreTraining": "modeling_wav2vec2",
+    "TFWav2Vec2ForSequenceClassification": "modeling_wav2vec2",
+    "TFWav2Vec2Model": "modeling_wav2vec2",
+    "Wav2Vec2Output": "modeling_wav2vec2",
+    "Wav2Vec2PreTrainedModel": "modeling_wav2vec2",
+    "Wav2Vec2Processor": "processing",
+    "Wav2Vec2CTCTokenizer": "tokenizer",
+    "CheckpointError": "weights",
+}
 
 
-def load_model(path: str) -> Wav2Vec2PreTrainedModel:
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"models.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def load_model(path: str) -> Any:
     """The model class that config.json's `architectures` names, loaded from `path`."""
+    from models.configuration import Wav2Vec2Config
+    from models.modeling_wav2vec2 import MODEL_CLASSES
+
     config = Wav2Vec2Config.from_pretrained(path)
     return MODEL_CLASSES[config.architecture].from_pretrained(path)
 

@@ -68,12 +68,28 @@ def local_copy(folder: str, name: str) -> str:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
         return path
+    import shutil
     import tempfile
 
-    target = os.path.join(tempfile.mkdtemp(prefix="wav2vec2-ckpt-"), name)
-    with open(target, "wb") as handle:
-        handle.write(read_bytes(folder, name))
+    import fsspec
+
+    target = os.path.join(tempfile.mkdtemp(prefix="wav2vec2-ckpt-"), os.path.basename(name))
+    with fsspec.open(path, "rb") as source, open(target, "wb") as handle:
+        shutil.copyfileobj(source, handle, 1 << 24)  # streamed: LM files run to gigabytes
     return target
+
+
+def list_names(folder: str, name: str) -> list[str]:
+    """The entries of the folder `folder/name`, or [] when there is no such folder."""
+    path = join(folder, name)
+    if _is_remote(path):
+        import fsspec
+
+        filesystem, inner = fsspec.core.url_to_fs(path)
+        if not filesystem.isdir(inner):
+            return []
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in filesystem.ls(inner))
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
 
 def write_json(folder: str, name: str, obj: Any) -> str:

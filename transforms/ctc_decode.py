@@ -14,21 +14,34 @@ ids, blanks excluded) of the frame's top softmax probability, which is the proba
 character; for a word, the same mean over the frames of all of its characters. Blank frames are
 left out on purpose: the model is nearly always sure of blanks, and counting them would make
 every word look confident. Values are in (0, 1]; a word the model hesitated on scores lower.
+
+Beam search (`--decoder beam`, the default for a checkpoint that ships a `language_model/`) is
+`models.ctc_beam_search`, pyctcdecode's search, run in decoding processes beside the model
+(`transforms.lm_decode`, which also defines its word timings and confidence). Its rows have the
+same fields; their `chars` hold the words' characters only, with no entries for spaces.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.decode_items import REFERENCE
+from transforms.lm_decode import BeamDecoding, discard_pool, shared_pool
 from transforms.records import (
     CTC_CONFIDENCE,
     CTC_IDS,
+    CTC_LOG_PROBS,
     TARGET_SAMPLE_RATE,
     ErrorRecord,
     ItemResult,
@@ -86,23 +99,61 @@ def decode_ctc(
 
 
 class _DecodeCtc(beam.DoFn):
-    def __init__(self, model_dir: str, inputs_to_logits_ratio: int) -> None:
+    """Greedy decoding inline; beam search handed to the shared pool of decoding processes.
+
+    A beam-searched item waits in `_pending` (oldest first) while the model goes on with the next
+    batch; the oldest finished ones leave at each call, and at most `2 x processes + 2` wait, so
+    memory stays flat however far inference runs ahead of decoding.
+    """
+
+    def __init__(
+        self, model_dir: str, inputs_to_logits_ratio: int, beam: BeamDecoding | None, processes: int
+    ) -> None:
         self._model_dir = model_dir
         self._ratio = inputs_to_logits_ratio
+        self._beam = beam
+        self._processes = processes
 
     def setup(self) -> None:
         from models.tokenizer import Wav2Vec2CTCTokenizer
 
         self._tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(self._model_dir)
+        self._pending: deque[tuple[ItemResult, Future]] = deque()
 
     def process(self, item: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
         if isinstance(item, ErrorRecord):  # on to the writer as it is
             yield item
             return
-        text, chars, words = decode_ctc(
-            item.frames[CTC_IDS], item.frames[CTC_CONFIDENCE], self._tokenizer, self._ratio
-        )
-        yield replace(item, transcript=self._row(item, text, chars, words))
+        if self._beam is None:
+            text, chars, words = decode_ctc(
+                item.frames[CTC_IDS], item.frames[CTC_CONFIDENCE], self._tokenizer, self._ratio
+            )
+            yield replace(item, transcript=self._row(item, text, chars, words))
+            return
+        self._pool = shared_pool(self._beam, self._processes)
+        self._pending.append((item, self._pool.submit(item.frames[CTC_LOG_PROBS])))
+        limit = 2 * self._processes + 2
+        while self._pending and (self._pending[0][1].done() or len(self._pending) > limit):
+            yield self._finished(*self._pending.popleft())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        while self._pending:
+            result = self._finished(*self._pending.popleft())
+            yield WindowedValue(result, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _finished(self, item: ItemResult, decoded: Future) -> ItemResult | ErrorRecord:
+        try:
+            text, chars, words = decoded.result()
+        except BrokenProcessPool as error:  # a decoding process died (out of memory, killed)
+            discard_pool(self._pool)
+            return ErrorRecord(
+                item.id, item.source, "ctc_decode", f"decoding process died: {error}"
+            )
+        except Exception as error:  # one item's failure is its error row
+            return ErrorRecord(
+                item.id, item.source, "ctc_decode", f"{type(error).__name__}: {error}"
+            )
+        return replace(item, transcript=self._row(item, text, chars, words))
 
     def _row(
         self, item: ItemResult, text: str, chars: list[dict], words: list[dict]
@@ -124,13 +175,21 @@ class _DecodeCtc(beam.DoFn):
 class CtcDecode(beam.PTransform):
     """`ItemResult`s (with CTC ids) to the same items with their `transcripts/` row attached.
 
-    The row rides on the item, so that one writer commits every table's rows of an item together;
-    the `ErrorRecord`s of the same stream pass through on their way to that writer.
+    `beam` None decodes greedily; otherwise each item's log-probabilities are beam-searched (with
+    the LM `beam` names, if any) in `processes` decoding processes beside the model. The row rides
+    on the item, so that one writer commits every table's rows of an item together; the
+    `ErrorRecord`s of the same stream pass through on their way to that writer.
     """
 
-    def __init__(self, model_dir: str, inputs_to_logits_ratio: int) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        inputs_to_logits_ratio: int,
+        beam: BeamDecoding | None = None,
+        processes: int = 1,
+    ) -> None:
         super().__init__()
-        self._fn = _DecodeCtc(model_dir, inputs_to_logits_ratio)
+        self._fn = _DecodeCtc(model_dir, inputs_to_logits_ratio, beam, processes)
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         return items | "Decode" >> beam.ParDo(self._fn)

@@ -46,6 +46,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from models.ctc_beam_search import log_softmax
 from models.feature_extraction import Wav2Vec2FeatureExtractor
 from models.inference import bucket_for, padded_batch_size
 from transforms.progress import METRICS_NAMESPACE, record_progress
@@ -54,6 +55,7 @@ from transforms.records import (
     CODES,
     CTC_CONFIDENCE,
     CTC_IDS,
+    CTC_LOG_PROBS,
     LOGITS,
     TARGET_SAMPLE_RATE,
     AudioChunk,
@@ -84,6 +86,8 @@ class InferenceSpec:
     classify: bool = False
     #: Emit the pretraining head's codevector ids per frame (for codes).
     codes: bool = False
+    #: Emit per-frame CTC log-probabilities (for beam-search decoding).
+    ctc_log_probs: bool = False
 
 
 def configure_gpus() -> None:
@@ -209,6 +213,8 @@ class LoadedWav2Vec2:
             if self._spec.ctc:
                 frames[CTC_IDS] = logits.argmax(axis=-1).astype(np.int32)
                 frames[CTC_CONFIDENCE] = max_softmax(logits)
+            if self._spec.ctc_log_probs:
+                frames[CTC_LOG_PROBS] = log_softmax(logits)
             if self._spec.logits:
                 frames[LOGITS] = logits
         per_window: dict[str, np.ndarray] = {}

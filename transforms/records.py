@@ -24,6 +24,9 @@ ERRORS_TAG = "errors"
 CTC_IDS = "ctc_ids"
 #: Top softmax probability per frame (the probability of that id), float32.
 CTC_CONFIDENCE = "ctc_confidence"
+#: CTC log-probabilities per frame (log-softmax of the logits), float32 [frames, vocab]; only
+#: for beam-search decoding.
+CTC_LOG_PROBS = "ctc_log_probs"
 #: CTC logits per frame, float32 [frames, vocab].
 LOGITS = "logits"
 #: The pretraining head's codevector id per frame and codevector group, int16 [frames, groups].
