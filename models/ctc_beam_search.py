@@ -114,6 +114,10 @@ class PrefixSet:
     def __len__(self) -> int:
         return len(self._words)
 
+    @property
+    def words(self) -> list[str]:
+        return list(self._words)
+
     def __contains__(self, word: str) -> bool:
         index = bisect_left(self._words, word)
         return index < len(self._words) and self._words[index] == word

@@ -101,8 +101,9 @@ class NgramLanguageModel:
         return cls(model, unigrams, files.weights)
 
     @property
-    def unigram_count(self) -> int | None:
-        return None if self._unigrams is None else len(self._unigrams)
+    def unigrams(self) -> list[str] | None:
+        """The known words (those of the list that the model has), or None without a list."""
+        return None if self._unigrams is None else self._unigrams.words
 
     def start_state(self) -> Any:
         import kenlm
@@ -167,6 +168,11 @@ def find_language_model(checkpoint: str) -> LanguageModelFiles | None:
         bool(attrs["score_boundary"]),
     )
     return LanguageModelFiles(_files.local_copy(checkpoint, folder + models[0]), unigrams, weights)
+
+
+def locate_language_model(checkpoint: str, lm_path: str | None) -> LanguageModelFiles | None:
+    """The LM to decode with: the file given (`--lm`), else the checkpoint's own, else None."""
+    return standalone_language_model(lm_path) if lm_path else find_language_model(checkpoint)
 
 
 def standalone_language_model(path: str) -> LanguageModelFiles:

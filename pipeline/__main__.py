@@ -1,7 +1,7 @@
 """`python -m pipeline` (console script `wav2vec2-beam`): check, build, run, summarize.
 
 Exit status: 0 when the job ran, whatever happened to individual files (they are in the errors
-table); 2 for a bad command line; 3 for a model that cannot be loaded. Both refusals print one
+table); 2 for a bad command line; 3 for a model, or a language model, that cannot be loaded. Both refusals print one
 line, before anything is submitted, so a broken job never starts on a cluster. The model is
 checked by loading it exactly as a worker will (weights, feature extractor, tokenizer), because a
 checkpoint that fails on every worker would otherwise fail the job only after it was scheduled.
@@ -57,6 +57,8 @@ from transforms.write_outputs import errors_table, write_empty_pieces, write_sum
 
 if TYPE_CHECKING:
     from models.configuration import Wav2Vec2Config
+    from models.tokenizer import Wav2Vec2CTCTokenizer
+    from transforms.lm_decode import BeamDecoding
 
 EXIT_BAD_OPTIONS = 2
 EXIT_BAD_MODEL = 3
@@ -66,6 +68,10 @@ _DIRECT_RUNNERS = ("directrunner", "direct", "switchingdirectrunner")
 
 class ModelLoadError(Exception):
     """The checkpoint cannot be loaded; `str()` is the one line printed to the user."""
+
+
+class LanguageModelLoadError(Exception):
+    """The LM (the checkpoint's, or `--lm`) cannot be used; `str()` is the one line printed."""
 
 
 def one_line(error: BaseException) -> str:
@@ -97,12 +103,13 @@ def held_native_stderr() -> Iterator[list[bytes]]:
 
 def load_checked_model(
     config: RunConfig,
-) -> tuple[RunConfig, Wav2Vec2Config, tuple[int, ...]]:
+) -> tuple[RunConfig, Wav2Vec2Config, tuple[int, ...], BeamDecoding | None]:
     """Read and check the checkpoint; returns our options with the outputs resolved against it
-    (`--outputs` left out means the head's default), its config and the hidden layers to write.
+    (`--outputs` left out means the head's default), its config, the hidden layers to write, and
+    the beam decoding of transcripts (None: greedy).
 
     Raises `OptionsError` for options the checkpoint cannot serve, `ModelLoadError` when any
-    file a worker needs cannot be loaded.
+    file a worker needs cannot be loaded, `LanguageModelLoadError` for an unusable LM.
     """
     from models.configuration import Wav2Vec2Config
     from models.tokenizer import Wav2Vec2CTCTokenizer
@@ -115,14 +122,42 @@ def load_checked_model(
         raise ModelLoadError(one_line(error)) from error
     config = resolve_outputs(config, model)
     hidden_layers = check_against_model(config, model)
+    if "transcripts" not in config.outputs and (config.decoder or config.lm):
+        raise OptionsError("--decoder and --lm decode transcripts, which this run does not write")
     try:
         LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
+        tokenizer = None
         if "transcripts" in config.outputs:
-            Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
+            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
     gc.collect()  # the check's copy of the weights is not needed any more
-    return config, model, hidden_layers
+    decoding = None if tokenizer is None else checked_decoding(config, model, tokenizer)
+    return config, model, hidden_layers, decoding
+
+
+def checked_decoding(
+    config: RunConfig, model: Wav2Vec2Config, tokenizer: Wav2Vec2CTCTokenizer
+) -> BeamDecoding | None:
+    """`plan_decoding` for this run; `LanguageModelLoadError` when the LM cannot be used."""
+    from models.ctc_beam_search import AlphabetError
+    from models.language_model import LanguageModelError
+    from transforms.lm_decode import plan_decoding
+
+    try:
+        return plan_decoding(
+            decoder=config.decoder,
+            checkpoint=config.model_dir,
+            lm_path=config.lm,
+            tokens_by_id=[tokenizer.convert_ids_to_tokens(i) for i in range(model.vocab_size)],
+            word_delimiter=tokenizer.word_delimiter_token,
+            seconds_per_frame=model.inputs_to_logits_ratio / 16_000,
+            options=config.beam_search_options(),
+            alpha=config.lm_alpha,
+            beta=config.lm_beta,
+        )
+    except (LanguageModelError, AlphabetError, OSError, ValueError) as error:
+        raise LanguageModelLoadError(" ".join(str(error).split())) from error
 
 
 def new_run_id() -> str:
@@ -149,7 +184,7 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_BAD_OPTIONS
     with held_native_stderr() as held:
         try:
-            config, model, hidden_layers = load_checked_model(config)
+            config, model, hidden_layers, decoding = load_checked_model(config)
         except OptionsError as error:
             refusal = (EXIT_BAD_OPTIONS, f"error: {error}")
         except ModelLoadError as error:
@@ -157,6 +192,8 @@ def run(argv: Sequence[str]) -> int:
                 EXIT_BAD_MODEL,
                 f"error: cannot load the model in {config.model_dir}: {error}",
             )
+        except LanguageModelLoadError as error:
+            refusal = (EXIT_BAD_MODEL, f"error: cannot use the language model: {error}")
         else:
             refusal = None
     if refusal is not None:
@@ -170,8 +207,17 @@ def run(argv: Sequence[str]) -> int:
     pipeline, local = make_pipeline(options)
     progress_dir = tempfile.mkdtemp(prefix="wav2vec2-progress-") if local else None
     build_pipeline(
-        pipeline, config, model, hidden_layers, run_id, progress_dir, reshuffle=not local
+        pipeline,
+        config,
+        model,
+        hidden_layers,
+        run_id,
+        progress_dir,
+        reshuffle=not local,
+        decoding=decoding,
     )
+    if decoding is not None:
+        LOGGER.info("transcripts: %s", decoding.describe())
     if options.view_as(TestOptions).dry_run:
         if not local:  # a remote runner builds its job request, and stops before submitting it
             pipeline.run()
@@ -195,6 +241,7 @@ def run(argv: Sequence[str]) -> int:
     )
     used = {
         **asdict(config),
+        "decoding": "greedy" if decoding is None else decoding.describe(),
         "hidden_layers": list(hidden_layers),
         "beam": beam_options_used(options),
     }

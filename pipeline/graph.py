@@ -2,6 +2,7 @@
 
     Inputs -> ReadCorpus -> Reshuffle (remote runners) -> DecodeItems -> BatchAudio
         -> RunInference -> Stitch -> CtcDecode -> ScoreTranscripts (transcripts) -> WriteOutputs
+    (CtcDecode's beam search runs in processes beside the model: transforms/lm_decode.py)
     ReadCorpus's errors -> WriteReadErrors
     ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out; -> the writers
 
@@ -19,6 +20,7 @@ head. Only wiring lives here; what each stage does, and why, is in its module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
@@ -29,6 +31,7 @@ from transforms.batch_audio import BatchAudio, ladder_for
 from transforms.ctc_decode import CtcDecode
 from transforms.decode_items import DecodeItems
 from transforms.infer import InferenceSpec, Wav2Vec2ModelHandler
+from transforms.lm_decode import BeamDecoding
 from transforms.pool import TABLE as POOLED_TABLE
 from transforms.pool import pooled_table
 from transforms.read_corpus import ITEMS_TAG, CorpusOptions, ReadCorpus
@@ -99,6 +102,7 @@ def build_pipeline(
     run_id: str,
     progress_dir: str | None = None,
     reshuffle: bool = True,
+    decoding: BeamDecoding | None = None,
 ) -> None:
     """Add the whole job to `pipeline`; `hidden_layers` as `check_against_model` resolved them.
 
@@ -108,7 +112,8 @@ def build_pipeline(
     item of the corpus in memory at once. Everything after it, decoding to writing, is one fused
     stage with no grouping, so each item's windows stream from the decoder to the model and its
     rows from the stitcher to disk. `--outputs` left out means the head's default tables
-    (`resolve_outputs`).
+    (`resolve_outputs`). `decoding` is the beam search transcripts are decoded with (None:
+    greedy), as the launcher checked it (`transforms.lm_decode.plan_decoding`).
     """
     config = resolve_outputs(config, model)
     align_to = model.inputs_to_logits_ratio
@@ -130,8 +135,9 @@ def build_pipeline(
     items = read[ITEMS_TAG]
     if reshuffle:
         items = items | "Reshuffle" >> beam.Reshuffle()
+    spec = inference_spec(config, model, hidden_layers)
     handler = Wav2Vec2ModelHandler(
-        inference_spec(config, model, hidden_layers),
+        replace(spec, ctc_log_probs=decoding is not None),
         share_across_processes=config.share_model_across_processes,
         progress_dir=progress_dir,
     )
@@ -150,7 +156,8 @@ def build_pipeline(
     if "transcripts" in config.outputs:
         results = (
             results
-            | "CtcDecode" >> CtcDecode(config.model_dir, align_to)
+            | "CtcDecode"
+            >> CtcDecode(config.model_dir, align_to, decoding, config.decoding_processes)
             | "ScoreTranscripts" >> ScoreTranscripts()
         )
     out, limits = config.output_dir, config.piece_limits

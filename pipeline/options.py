@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from models.ctc_beam_search import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT, BeamSearchOptions
 from transforms.chunk_audio import ChunkParams, chunk_params
 from transforms.corpus_inputs import INPUT_FORMATS
 from transforms.pool import POOLINGS
@@ -47,6 +49,9 @@ DEFAULT_OUTPUTS = {
     "Wav2Vec2ForSequenceClassification": ("classifications",),
     "Wav2Vec2ForPreTraining": ("codes",),
 }
+
+#: `--decoder`: CTC decoding of transcripts.
+DECODERS = ("greedy", "beam")
 
 #: Codes are written as int16, so a codevector group may hold at most this many entries.
 MAX_CODEVECTORS_PER_GROUP = 2**15
@@ -165,6 +170,50 @@ class Wav2Vec2Options(PipelineOptions):
             f"(default {DEFAULT_LIMITS.seconds:g}).",
         )
         parser.add_argument(
+            "--decoder",
+            help=f"Transcripts: one of {','.join(DECODERS)}. Default: beam (with the LM) when the "
+            "checkpoint ships a language_model/ folder or --lm is given, else greedy.",
+        )
+        parser.add_argument(
+            "--lm",
+            help="An ARPA or KenLM binary (local or gs://) to decode with, instead of the "
+            "checkpoint's own LM; a binary needs unigrams.txt beside it. Implies --decoder beam.",
+        )
+        parser.add_argument(
+            "--beam_width",
+            type=int,
+            default=DEFAULT_BEAM_WIDTH,
+            help=f"Beam search: hypotheses kept per frame (default {DEFAULT_BEAM_WIDTH}).",
+        )
+        parser.add_argument(
+            "--lm_alpha",
+            type=float,
+            help="Beam search: the LM's weight (default: the LM's attrs.json, else 0.5).",
+        )
+        parser.add_argument(
+            "--lm_beta",
+            type=float,
+            help="Beam search: the bonus per word (default: the LM's attrs.json, else 1.5).",
+        )
+        parser.add_argument(
+            "--hotwords",
+            help="Beam search: comma-separated words or phrases to favour, e.g. 'KUBERNETES,"
+            "APACHE BEAM'; they need not be in the LM.",
+        )
+        parser.add_argument(
+            "--hotword_weight",
+            type=float,
+            default=DEFAULT_HOTWORD_WEIGHT,
+            help=f"Beam search: the score added per hotword (default {DEFAULT_HOTWORD_WEIGHT:g}).",
+        )
+        parser.add_argument(
+            "--decode_processes",
+            type=int,
+            default=0,
+            help="Beam search: decoding processes beside the model on each worker process "
+            "(default 0: one fewer than the machine's cores, at least 1).",
+        )
+        parser.add_argument(
             "--pool",
             default="none",
             help=f"One of {','.join(POOLINGS)}: mean also writes one mean-pooled vector per "
@@ -200,6 +249,27 @@ class RunConfig:
     pool: str = "none"
     #: When the writers cut a piece (`--piece_items`, `--piece_mb`, `--piece_seconds`).
     piece_limits: PieceLimits = DEFAULT_LIMITS
+    #: `--decoder`: "greedy", "beam", or None (beam when an LM is there).
+    decoder: str | None = None
+    lm: str | None = None
+    beam_width: int = DEFAULT_BEAM_WIDTH
+    lm_alpha: float | None = None
+    lm_beta: float | None = None
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
+    #: `--decode_processes`; 0 means one fewer than the machine's cores (at least 1).
+    decode_processes: int = 0
+
+    def beam_search_options(self) -> BeamSearchOptions:
+        return BeamSearchOptions(
+            beam_width=self.beam_width,
+            hotwords=self.hotwords,
+            hotword_weight=self.hotword_weight,
+        )
+
+    @property
+    def decoding_processes(self) -> int:
+        return self.decode_processes or max(1, (os.cpu_count() or 1) - 1)
 
     def chunking(self, align_to: int) -> ChunkParams | None:
         """The window geometry in samples (None: no chunking), as the reference derives it."""
@@ -270,6 +340,17 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError(f"--pool must be one of {','.join(POOLINGS)}")
     if ours.piece_items < 1 or not ours.piece_mb > 0 or not ours.piece_seconds > 0:
         raise OptionsError("--piece_items, --piece_mb and --piece_seconds must be positive")
+    if ours.decoder is not None and ours.decoder not in DECODERS:
+        raise OptionsError(f"--decoder must be one of {','.join(DECODERS)}")
+    if ours.lm and ours.decoder == "greedy":
+        raise OptionsError("--lm needs --decoder beam (greedy decoding uses no LM)")
+    if ours.beam_width < 1:
+        raise OptionsError("--beam_width must be at least 1")
+    if ours.decode_processes < 0:
+        raise OptionsError("--decode_processes must be 0 (automatic) or more")
+    hotwords = tuple(
+        " ".join(phrase.split()) for phrase in (ours.hotwords or "").split(",") if phrase.strip()
+    )
     config = RunConfig(
         inputs=tuple(ours.input),
         model_dir=ours.model_dir,
@@ -291,6 +372,14 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         skip_existing=ours.skip_existing,
         pool=ours.pool,
         piece_limits=PieceLimits(ours.piece_items, ours.piece_mb, ours.piece_seconds),
+        decoder=ours.decoder,
+        lm=ours.lm,
+        beam_width=ours.beam_width,
+        lm_alpha=ours.lm_alpha,
+        lm_beta=ours.lm_beta,
+        hotwords=hotwords,
+        hotword_weight=ours.hotword_weight,
+        decode_processes=ours.decode_processes,
     )
     return options, config
 

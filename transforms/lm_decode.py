@@ -29,32 +29,139 @@ from typing import Any
 
 import numpy as np
 
-from models.ctc_beam_search import BLANK, SPACE, BeamSearchOptions, CtcBeamSearchDecoder
-from models.language_model import LanguageModelFiles, NgramLanguageModel
+from models.ctc_beam_search import (
+    BLANK,
+    SPACE,
+    AlphabetError,
+    BeamSearchOptions,
+    CtcBeamSearchDecoder,
+    alphabet_from_vocab,
+    check_alphabet,
+)
+from models.language_model import (
+    LanguageModelFiles,
+    NgramLanguageModel,
+    locate_language_model,
+    read_alphabet,
+)
 
 
 @dataclass(frozen=True)
 class BeamDecoding:
-    """Everything a pool process needs: plain values, so that it pickles."""
+    """What beam-search decoding needs, as plain values that pickle to Dataflow workers.
+
+    The LM is named by where it is (`checkpoint`'s `language_model/`, or the `--lm` file), not
+    by local paths: each worker fetches its own copy when it starts decoding.
+    """
 
     labels: tuple[str, ...]
-    language_model: LanguageModelFiles | None
     options: BeamSearchOptions
     seconds_per_frame: float
+    checkpoint: str
+    #: `--lm`: an ARPA or KenLM binary to use instead of the checkpoint's own LM.
+    lm_path: str | None = None
+    #: Whether to fuse an LM at all (False: plain beam search, with hotwords if any).
+    use_lm: bool = True
+    #: `--lm_alpha` and `--lm_beta`; None keeps the LM's attrs.json (or pyctcdecode's defaults).
+    alpha: float | None = None
+    beta: float | None = None
+
+    def describe(self) -> str:
+        """One line for the log and summary.json: the search and the LM it fuses."""
+        lm = "no LM"
+        if self.use_lm:
+            where = self.lm_path or f"{self.checkpoint}/language_model"
+            lm = f"LM {where} (alpha {_given(self.alpha)}, beta {_given(self.beta)})"
+        hotwords = f", {len(self.options.hotwords)} hotwords" if self.options.hotwords else ""
+        return f"beam search, width {self.options.beam_width}, {lm}{hotwords}"
+
+    def language_model_files(self) -> LanguageModelFiles | None:
+        """Local files of the LM (downloaded when remote), with the weights overridden."""
+        if not self.use_lm:
+            return None
+        files = locate_language_model(self.checkpoint, self.lm_path)
+        return None if files is None else files.with_weights(alpha=self.alpha, beta=self.beta)
+
+
+def _given(value: float | None) -> str:
+    return "from attrs.json" if value is None else f"{value:g}"
 
 
 _decoder: CtcBeamSearchDecoder | None = None
 _decoding: BeamDecoding | None = None
 
 
-def _load(decoding: BeamDecoding) -> None:
+def _load(decoding: BeamDecoding, files: LanguageModelFiles | None) -> None:
     """Pool initializer: load the LM once per process."""
     global _decoder, _decoding
-    language_model = None
-    if decoding.language_model is not None:
-        language_model = NgramLanguageModel.load(decoding.language_model)
-    _decoder = CtcBeamSearchDecoder(decoding.labels, language_model)
+    _decoder = load_decoder(decoding.labels, files)
     _decoding = decoding
+
+
+def load_decoder(labels: tuple[str, ...], files: LanguageModelFiles | None) -> CtcBeamSearchDecoder:
+    """The decoder with its LM loaded; `LanguageModelError` for an LM file KenLM refuses."""
+    language_model = None if files is None else NgramLanguageModel.load(files)
+    return CtcBeamSearchDecoder(labels, language_model)
+
+
+def plan_decoding(
+    *,
+    decoder: str | None,
+    checkpoint: str,
+    lm_path: str | None,
+    tokens_by_id: list[str],
+    word_delimiter: str,
+    seconds_per_frame: float,
+    options: BeamSearchOptions,
+    alpha: float | None = None,
+    beta: float | None = None,
+) -> BeamDecoding | None:
+    """How to decode transcripts: None for greedy, else a beam decoding checked end to end.
+
+    `decoder` None means beam search exactly when there is an LM (`lm_path`, or the checkpoint's
+    `language_model/`), as transformers' ASR pipeline does. Everything a worker will load is
+    loaded here once, so that a bad LM stops the job before it starts: `LanguageModelError` for
+    an LM file or folder that cannot be used, `AlphabetError` for an alphabet.json that does not
+    give each logit column the tokenizer's token, or an LM spelled in characters the vocabulary
+    lacks.
+    """
+    if decoder == "greedy":
+        return None
+    files = locate_language_model(checkpoint, lm_path)
+    if decoder is None and files is None:
+        return None
+    labels = read_alphabet(checkpoint) if files is not None and lm_path is None else None
+    if labels is not None:
+        check_alphabet(labels, tokens_by_id, word_delimiter)
+    else:
+        labels = alphabet_from_vocab(tokens_by_id, word_delimiter)
+    decoding = BeamDecoding(
+        tuple(labels),
+        options,
+        seconds_per_frame,
+        checkpoint,
+        lm_path,
+        use_lm=files is not None,
+        alpha=alpha,
+        beta=beta,
+    )
+    loaded = load_decoder(decoding.labels, decoding.language_model_files())
+    if loaded.language_model is not None:
+        _check_spelling(loaded.language_model, decoding.labels, files.kenlm_path)
+    return decoding
+
+
+def _check_spelling(language_model: NgramLanguageModel, labels: tuple[str, ...], path: str) -> None:
+    """Refuse an LM whose words the model cannot spell (pyctcdecode only warns, then every word
+    would count as unknown): more than a fifth of their characters missing from the labels."""
+    words = [w for w in language_model.unigrams or () if w not in ("<s>", "</s>", "<unk>")]
+    characters = set("".join(words))
+    missing = sorted(characters - set(labels))
+    if characters and len(missing) > 0.2 * len(characters):
+        raise AlphabetError(
+            f"{path}: its words use {len(missing)} characters the model's vocabulary lacks "
+            f"({''.join(missing[:12])}); is its case different from the vocabulary's?"
+        )
 
 
 def decode_item(log_probs: np.ndarray) -> tuple[str, list[dict], list[dict]]:
@@ -136,11 +243,13 @@ def align_word(
     best = np.full(count, -np.inf)
     best[0] = emit[0, 0]
     came_from = np.zeros((frames, count), dtype=np.int8)  # 0 stay, 1 from j-1, 2 from j-2
+    step = np.full(count, -np.inf)
+    jump = np.full(count, -np.inf)
     for t in range(1, frames):
-        stay = best
-        step = np.concatenate([[-np.inf], best[:-1]])
-        jump = np.where(skip, np.concatenate([[-np.inf, -np.inf], best[:-2]]), -np.inf)
-        choices = np.stack([stay, step, jump])
+        step[1:] = best[:-1]
+        jump[2:] = best[:-2]
+        jump[~skip] = -np.inf
+        choices = np.stack([best, step, jump])
         came_from[t] = choices.argmax(axis=0)
         best = choices.max(axis=0) + emit[t]
     if not np.isfinite(best[-1]):
@@ -168,7 +277,7 @@ class DecodePool:
             processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_load,
-            initargs=(decoding,),
+            initargs=(decoding, decoding.language_model_files()),
         )
 
     def submit(self, log_probs: np.ndarray) -> Future:
