@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine (Python 3.11), then run them.
 # System packages: real speech recordings (pocketsphinx-testdata) and a speech synthesizer
-# (espeak-ng) used by the tests' generated audio. Python packages: the project with its test extras.
+# (espeak-ng) used by the tests' generated audio. Then setup.sh: the build tools KenLM's Python
+# module needs, and the project with its test extras in .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,7 +13,5 @@ if ! dpkg -s pocketsphinx-testdata espeak-ng >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq pocketsphinx-testdata espeak-ng >/dev/null
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+./setup.sh test
 exec .venv/bin/python -m pytest -q "$@"

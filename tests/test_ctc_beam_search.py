@@ -150,7 +150,7 @@ def test_lm_scores_by_hand() -> None:
     arpa = read_arpa(files.kenlm_path)
     ln10 = math.log(10)
     bigram = next(g for g in arpa[2] if g[0] == "<s>" and g[1] != "</s>")
-    score, state = model.score_word(model.start_state(), bigram[1], last=False)
+    score, _ = model.score_word(model.start_state(), bigram[1], last=False)
     assert score == pytest.approx(weights.alpha * ln10 * arpa[2][bigram][0] + weights.beta)
     # An unknown word backs off to <unk>, and pays the offset on top.
     unknown, _ = model.score_word(model.start_state(), "QQQQ", last=False)
@@ -212,7 +212,7 @@ def test_lm_files_are_found_or_refused_by_name(tmp_path: Path) -> None:
     folder = tmp_path / "language_model"
     folder.mkdir()
     (folder / "attrs.json").write_text(json.dumps({"alpha": 0.5}))
-    with pytest.raises(LanguageModelError, match="attrs.json: expected the keys"):
+    with pytest.raises(LanguageModelError, match=r"attrs\.json: expected the keys"):
         find_language_model(str(tmp_path))
     (folder / "attrs.json").write_text((LM_DIR / "language_model" / "attrs.json").read_text())
     with pytest.raises(LanguageModelError, match="expected one KenLM file"):

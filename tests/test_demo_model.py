@@ -7,8 +7,12 @@ the audio and the text shows up as errors, which random weights would hide in gi
 
 - Our model, batched (padded with attention masks), gives transformers' transcripts exactly
   (tests/fixtures/reference/demo_heldout.json, written by check_demo_reference.py).
-- The pipeline gives the same transcripts unchunked and batched, and stays under an error bound
-  when it cuts the utterances into short overlapping windows.
+- The pipeline gives the same transcripts unchunked and batched (`--decoder greedy`), and stays
+  under an error bound when it cuts the utterances into short overlapping windows.
+- With its shipped LM (demo_model/language_model/, the pipeline's default for this checkpoint),
+  the pipeline gives transformers' `Wav2Vec2ProcessorWithLM` transcripts, at most half the word
+  errors of greedy decoding, and no more character errors than greedy decoding on sentences
+  outside the demo's vocabulary.
 - bfloat16 matmuls stay under an error bound.
 
 The bounds are the measured figures plus a margin (see each constant).
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from models import TFWav2Vec2ForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Runner
+from models import TFWav2Vec2ForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Runner, demo_corpus
 from models.evaluate_demo import error_rates, transcribe
 from pipeline.__main__ import main as run_pipeline
 
@@ -33,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo_model"
 HELDOUT = REPO / "tests" / "fixtures" / "demo_heldout"
 REFERENCE = REPO / "tests" / "fixtures" / "reference" / "demo_heldout.json"
+LM_REFERENCE = REPO / "tests" / "fixtures" / "reference" / "lm_decode.json"
 
 #: Measured on these 24 utterances (float32, as the reference): CER 14.2%, WER 50.6%. The bounds
 #: leave a few points of margin: a regression in decoding, batching or padding costs far more.
@@ -113,8 +120,64 @@ def pipeline_transcripts(output: Path, *options: str) -> dict[str, str]:
 
 
 def test_pipeline_unchunked_gives_the_reference_transcripts(tmp_path, reference) -> None:
-    got = pipeline_transcripts(tmp_path, "--chunk_length_s=0", "--batch_size=8")
+    got = pipeline_transcripts(tmp_path, "--chunk_length_s=0", "--batch_size=8", "--decoder=greedy")
     assert got == reference["transcripts"]
+
+
+def test_pipeline_with_the_shipped_lm_gives_transformers_transcripts(
+    tmp_path, reference, heldout
+) -> None:
+    """The default for this checkpoint: beam search with its LM, as transformers decodes it."""
+    lm_reference = json.loads(LM_REFERENCE.read_text())["expected"]
+    got = pipeline_transcripts(tmp_path, "--decode_processes=1")
+    equal = [
+        f for f, text in got.items() if text == lm_reference[f"heldout/{f}"]["demo_lm"]["text"]
+    ]
+    assert len(equal) >= 0.95 * len(got), sorted(set(got) - set(equal))
+    files, texts, _ = heldout
+    with_lm = error_rates(texts, [got[f] for f in files])
+    greedy = error_rates(texts, [reference["transcripts"][f] for f in files])
+    assert with_lm["wer"] <= greedy["wer"] / 2, (with_lm, greedy)
+
+
+def test_the_shipped_lm_does_no_harm_outside_the_demo_vocabulary(tmp_path) -> None:
+    """Sentences mostly outside the demo's 672 words (models/out_of_domain.txt), spoken by
+    espeak-ng in training voices: `run_local.sh`'s default (the LM) against greedy decoding."""
+    sentences = (REPO / "models" / "out_of_domain.txt").read_text().splitlines()
+    plans = demo_corpus.plan_utterances(
+        sentences, demo_corpus.TRAINING_VOICES, 4242, band_limit=False
+    )
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    for index, plan in enumerate(plans):
+        soundfile.write(audio_dir / f"{index:02d}.wav", demo_corpus.synthesize(plan), 16_000)
+    rates = {}
+    for name, flags in (("lm", []), ("greedy", ["--decoder", "greedy"])):
+        out = tmp_path / name
+        done = subprocess.run(
+            [
+                "bash",
+                str(REPO / "run_local.sh"),
+                "--input",
+                f"{audio_dir}/*.wav",
+                "--output_dir",
+                str(out),
+                *flags,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHON": sys.executable},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = {
+            Path(r["id"]).name: r["transcript"]
+            for r in pq.read_table(out / "transcripts").to_pylist()
+        }
+        rates[name] = error_rates(
+            [p.text for p in plans], [rows[f"{i:02d}.wav"] for i in range(len(plans))]
+        )
+    assert rates["lm"]["cer"] <= rates["greedy"]["cer"], rates
 
 
 def test_pipeline_with_short_windows_stays_under_its_bound(tmp_path, heldout) -> None:
