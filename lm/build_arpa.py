@@ -2,6 +2,12 @@
 
     python -m lm.build_arpa --text corpus.txt [--text more.txt] --output lm.arpa \\
         [--order 3] [--prune 0 0 1] [--case upper|lower|keep] [--discount_fallback 0.5 1 1.5]
+    python -m lm.build_arpa --text corpus.txt --checkpoint path/to/checkpoint [--alpha 0.5 ...]
+
+With `--checkpoint`, the model goes into that checkpoint folder as transformers'
+`Wav2Vec2ProcessorWithLM.save_pretrained` lays it out (`alphabet.json` from the checkpoint's
+vocabulary, `language_model/` with `attrs.json`, `unigrams.txt` and `<name>.arpa`), so that the
+pipeline, and transformers, decode with it by default.
 
 One sentence per line, words separated by whitespace; blank lines are skipped. `--case` should
 match the CTC vocabulary's case, since a word the decoder spells differently is unknown to the
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -53,7 +60,21 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="text, one sentence per line (repeat for more files)",
     )
-    parser.add_argument("--output", type=Path, required=True, help="the ARPA file to write")
+    parser.add_argument("--output", type=Path, help="the ARPA file to write")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a CTC checkpoint folder to save the model into, as language_model/",
+    )
+    parser.add_argument("--name", default="lm", help="with --checkpoint: the ARPA file's name")
+    parser.add_argument("--alpha", type=float, default=0.5, help="with --checkpoint: LM weight")
+    parser.add_argument("--beta", type=float, default=1.5, help="with --checkpoint: word bonus")
+    parser.add_argument(
+        "--unk_score_offset",
+        type=float,
+        default=-10.0,
+        help="with --checkpoint: the log10 penalty of a word the LM does not know",
+    )
     parser.add_argument("--order", type=int, default=3)
     parser.add_argument(
         "--prune",
@@ -77,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    if (args.output is None) == (args.checkpoint is None):
+        print("build_arpa: give --output or --checkpoint (one of them)", file=sys.stderr)
+        return 2
+    if args.checkpoint is not None and not (args.checkpoint / "vocab.json").is_file():
+        print(
+            f"build_arpa: {args.checkpoint}: no vocab.json (not a CTC checkpoint)", file=sys.stderr
+        )
+        return 2
     missing = [str(path) for path in args.text if not path.is_file()]
     if missing:
         print(f"build_arpa: no such text file: {', '.join(missing)}", file=sys.stderr)
@@ -88,10 +117,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"build_arpa: {error}", file=sys.stderr)
         return 2
-    write_arpa(args.output, model)
+    output = args.output
+    if args.checkpoint is not None:
+        scratch = tempfile.TemporaryDirectory()
+        output = Path(scratch.name) / f"{args.name}.arpa"
+    write_arpa(output, model)
+    if args.checkpoint is not None:
+        output = _save_into(args.checkpoint, output, args) / output.name
     counts = " ".join(f"{n}-grams={len(grams)}" for n, grams in sorted(model.items()))
-    print(f"{args.output}: {counts}")
+    print(f"{output}: {counts}")
     return 0
+
+
+def _save_into(checkpoint: Path, arpa: Path, args: argparse.Namespace) -> Path:
+    """`alphabet.json` and `language_model/` in the checkpoint; returns the LM folder."""
+    from models.ctc_beam_search import alphabet_from_vocab
+    from models.language_model import FusionWeights, save_language_model
+    from models.tokenizer import Wav2Vec2CTCTokenizer
+
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(checkpoint))
+    vocab = tokenizer.get_vocab()
+    labels = alphabet_from_vocab(sorted(vocab, key=vocab.get), tokenizer.word_delimiter_token)
+    weights = FusionWeights(args.alpha, args.beta, args.unk_score_offset, True)
+    return save_language_model(checkpoint, arpa, labels, weights)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@
 
 The synthesized sets are spoken clean (no augmentation) at 16 kHz. WER and CER are jiwer's, on
 text normalized by `demo_corpus.normalize_text`: upper case, apostrophes kept, other punctuation
-dropped, spaces collapsed. Decoding is greedy CTC, as the pipeline does.
+dropped, spaces collapsed. Decoding is greedy CTC and, when the checkpoint ships an LM
+(`language_model/`), beam search with it, as the pipeline does by default.
+
+A fourth set, Harvard sentences (models/out_of_domain.txt) in training voices, checks that the
+demo's LM, estimated on the demo's own narrow text, does not spoil words outside it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ if TYPE_CHECKING:  # TensorFlow loads only when a model runs
     from models.inference import Wav2Vec2Runner
 
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
+OUT_OF_DOMAIN = Path(__file__).with_name("out_of_domain.txt")
 #: pocketsphinx-testdata folders with 16 kHz WAVs and a Sphinx transcription file
 #: ("<s> words </s> (file id)" per line).
 POCKETSPHINX_SETS = {"librivox": "transcription", "cards": "cards.transcription"}
@@ -91,29 +96,61 @@ def pocketsphinx_set(root: Path = POCKETSPHINX) -> EvaluationSet | None:
     return EvaluationSet("pocketsphinx recordings", audio, texts) if audio else None
 
 
+def utterance_logits(
+    runner: Wav2Vec2Runner, audio: Sequence[np.ndarray], batch_size: int = 16
+) -> list[np.ndarray]:
+    """Each 16 kHz utterance's CTC logits, in batches of similar lengths.
+
+    Each utterance is normalized on its own (as the feature extractor and the pipeline do), and
+    the attention mask makes padding exact, so the logits do not depend on the batch.
+    """
+    normalized = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(
+        [np.asarray(a, np.float32) for a in audio], None
+    )
+    order = sorted(range(len(normalized)), key=lambda i: len(normalized[i]))
+    logits: list[np.ndarray] = [np.empty(0)] * len(normalized)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        outputs = runner.run([normalized[i] for i in chosen]).logits
+        for index, item in zip(chosen, outputs, strict=True):
+            logits[index] = item
+    return logits
+
+
 def transcribe(
     runner: Wav2Vec2Runner,
     tokenizer: Wav2Vec2CTCTokenizer,
     audio: Sequence[np.ndarray],
     batch_size: int = 16,
 ) -> list[str]:
-    """Greedy CTC transcripts of 16 kHz utterances, in batches of similar lengths.
+    """Greedy CTC transcripts of 16 kHz utterances."""
+    logits = utterance_logits(runner, audio, batch_size)
+    return tokenizer.batch_decode([item.argmax(-1) for item in logits])
 
-    Each utterance is normalized on its own (as the feature extractor and the pipeline do), and
-    the attention mask makes padding exact, so a transcript does not depend on its batch.
-    """
-    normalized = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(
-        [np.asarray(a, np.float32) for a in audio], None
+
+def lm_transcripts(model_dir: str, logits: Sequence[np.ndarray]) -> list[str] | None:
+    """Beam-search transcripts with the checkpoint's own LM (as the pipeline's default decodes
+    them), or None when the checkpoint ships no `language_model/`."""
+    from models.ctc_beam_search import CtcBeamSearchDecoder, log_softmax
+    from models.language_model import NgramLanguageModel, find_language_model, read_alphabet
+
+    files = find_language_model(model_dir)
+    if files is None:
+        return None
+    decoder = CtcBeamSearchDecoder(read_alphabet(model_dir), NgramLanguageModel.load(files))
+    return [decoder.decode(log_softmax(item)).text for item in logits]
+
+
+def out_of_domain_set(seed: int) -> EvaluationSet:
+    """models/out_of_domain.txt (Harvard sentences, about half their words outside the demo's
+    vocabulary) in training voices, spoken clean: what an LM of the demo's text must not spoil."""
+    sentences = OUT_OF_DOMAIN.read_text().splitlines()
+    plans = demo_corpus.plan_utterances(
+        sentences, demo_corpus.TRAINING_VOICES, seed, band_limit=False
     )
-    order = sorted(range(len(normalized)), key=lambda i: len(normalized[i]))
-    texts: list[str] = [""] * len(normalized)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        logits = runner.run([normalized[i] for i in chosen]).logits
-        decoded = tokenizer.batch_decode([item.argmax(-1) for item in logits])
-        for index, text in zip(chosen, decoded, strict=True):
-            texts[index] = text
-    return texts
+    with ThreadPoolExecutor(4) as pool:
+        audio = list(pool.map(demo_corpus.synthesize, plans))
+    return EvaluationSet("out-of-domain sentences, training voices", audio, [p.text for p in plans])
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
@@ -126,7 +163,8 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
 
 
 def evaluate(model_dir: str, count: int, seed: int) -> list[dict[str, Any]]:
-    """One row per set: its name, size, WER, CER and a few example transcripts."""
+    """One row per set: its name, size, WER and CER (greedy, and with the checkpoint's LM if it
+    ships one) and a few example transcripts."""
     from models.inference import Wav2Vec2Runner
     from models.modeling_wav2vec2 import TFWav2Vec2ForCTC
 
@@ -139,36 +177,48 @@ def evaluate(model_dir: str, count: int, seed: int) -> list[dict[str, Any]]:
         synthesized_set(
             "held-out sentences, held-out voices", count, demo_corpus.HELD_OUT_VOICES, seed + 1
         ),
+        out_of_domain_set(seed + 2),
     ]
     recordings = pocketsphinx_set()
     if recordings is not None:
         sets.append(recordings)
     rows = []
     for evaluation_set in sets:
-        hypotheses = transcribe(runner, tokenizer, evaluation_set.audio)
-        rows.append(
-            {
-                "set": evaluation_set.name,
-                "utterances": len(evaluation_set.texts),
-                "hours": round(sum(len(a) for a in evaluation_set.audio) / 16000 / 3600, 3),
-                **error_rates(evaluation_set.texts, hypotheses),
-                "examples": [
-                    {"reference": r, "hypothesis": h}
-                    for r, h in list(zip(evaluation_set.texts, hypotheses, strict=True))[:3]
-                ],
-            }
-        )
+        logits = utterance_logits(runner, evaluation_set.audio)
+        hypotheses = tokenizer.batch_decode([item.argmax(-1) for item in logits])
+        with_lm = lm_transcripts(model_dir, logits)
+        row = {
+            "set": evaluation_set.name,
+            "utterances": len(evaluation_set.texts),
+            "hours": round(sum(len(a) for a in evaluation_set.audio) / 16000 / 3600, 3),
+            **error_rates(evaluation_set.texts, hypotheses),
+        }
+        if with_lm is not None:
+            rates = error_rates(evaluation_set.texts, with_lm)
+            row.update(wer_lm=rates["wer"], cer_lm=rates["cer"])
+        row["examples"] = [
+            {"reference": r, "greedy": h, **({"with_lm": m} if with_lm else {})}
+            for r, h, m in list(
+                zip(evaluation_set.texts, hypotheses, with_lm or hypotheses, strict=True)
+            )[:3]
+        ]
+        rows.append(row)
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows, for the terminal and the README."""
-    lines = ["| set | utterances | WER | CER |", "|---|---:|---:|---:|"]
+    lm = all("wer_lm" in row for row in rows)
+    header = "| set | utterances | WER | CER |" + (" WER with LM | CER with LM |" if lm else "")
+    lines = [header, "|---|---:|---:|---:|" + ("---:|---:|" if lm else "")]
     for row in rows:
-        lines.append(
+        line = (
             f"| {row['set']} | {row['utterances']} | {100 * row['wer']:.1f}% | "
             f"{100 * row['cer']:.1f}% |"
         )
+        if lm:
+            line += f" {100 * row['wer_lm']:.1f}% | {100 * row['cer_lm']:.1f}% |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -185,9 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.examples:
         for row in rows:
             for example in row["examples"]:
-                print(
-                    f"{row['set']}\n  ref: {example['reference']}\n  hyp: {example['hypothesis']}"
-                )
+                print(f"{row['set']}")
+                for field, text in example.items():
+                    print(f"  {field}: {text}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

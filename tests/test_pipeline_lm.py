@@ -155,3 +155,30 @@ def test_lm_flags_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path
         code, err = _refusal(capsys, checkpoint, *flags)
         assert code == EXIT_BAD_OPTIONS and err.count("\n") == 1, flags
         assert err.startswith(f"error: {message}"), err
+
+
+def test_an_lm_built_from_text_into_a_checkpoint_is_its_default(tmp_path: Path) -> None:
+    """`python -m lm.build_arpa --checkpoint`: text in, a checkpoint that decodes with it."""
+    jiwer = pytest.importorskip("jiwer")
+    from lm.build_arpa import main as build_arpa
+    from models import demo_corpus
+
+    text = tmp_path / "text.txt"
+    sentences = demo_corpus.draw_sentences(2000, held_out=False, seed=99)
+    text.write_text("\n".join(s.lower() for s in sentences) + "\n")
+    checkpoint = _checkpoint(tmp_path / "built", with_lm=False)
+    assert (
+        build_arpa(["--text", str(text), "--case", "upper", "--checkpoint", str(checkpoint)]) == 0
+    )
+    assert json.loads((checkpoint / "alphabet.json").read_text()) == json.loads(
+        (FIXTURES / "lm" / "alphabet.json").read_text()
+    )
+    rows = _run(checkpoint, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert f"LM {checkpoint}/language_model" in summary["options"]["decoding"]
+    references = REFERENCE["references"]
+    greedy = json.loads((FIXTURES / "reference" / "demo_heldout.json").read_text())["transcripts"]
+    names = sorted(rows)
+    with_lm = jiwer.wer([references[n] for n in names], [rows[n]["transcript"] for n in names])
+    plain = jiwer.wer([references[n] for n in names], [greedy[n.split("/")[1]] for n in names])
+    assert with_lm < plain / 2, (with_lm, plain)
