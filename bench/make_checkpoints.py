@@ -2,7 +2,8 @@
 
 `python -m bench.make_checkpoints bench/checkpoints` gives bench/checkpoints/{base,lv60}/ with
 config.json and model.safetensors that our model, transformers (PyTorch) and transformers 4.57's
-TF model all load, so that every peer runs the same weights.
+TF model all load, so that every peer runs the same weights. Architecture names after the folder
+write only those (`python -m bench.make_checkpoints bench/checkpoints base`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from models import TFWav2Vec2ForCTC, Wav2Vec2Config
 TOKENIZER = Path(__file__).resolve().parents[1] / "tests/fixtures/checkpoints/tokenizer_base960h"
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str, names: list[str] | None = None) -> None:
     for name, raw in ARCHITECTURES.items():
+        if names and name not in names:
+            continue
         target = Path(out_dir) / name
         if not (target / "model.safetensors").exists():
             model = TFWav2Vec2ForCTC(Wav2Vec2Config.from_dict(raw), seed=0)
@@ -35,4 +38,4 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "bench/checkpoints")
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/checkpoints", sys.argv[2:])

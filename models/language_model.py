@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,8 @@ class LanguageModelFiles:
     kenlm_path: str
     unigrams_path: str | None
     weights: FusionWeights
+    #: Read the unigram list from the ARPA file's 1-grams (`--lm model.arpa`).
+    unigrams_from_arpa: bool = False
 
     def with_weights(self, **changes: Any) -> LanguageModelFiles:
         """These files with some weights overridden (None leaves a weight as it is)."""
@@ -96,7 +97,9 @@ class NgramLanguageModel:
             message = " ".join(str(error).split())[:300]
             raise LanguageModelError(f"{files.kenlm_path}: not a KenLM model ({message})") from None
         unigrams = None
-        if files.unigrams_path is not None:
+        if files.unigrams_from_arpa:
+            unigrams = arpa_unigrams(files.kenlm_path)
+        elif files.unigrams_path is not None:
             unigrams = Path(files.unigrams_path).read_text(encoding="utf-8").splitlines()
         return cls(model, unigrams, files.weights)
 
@@ -187,7 +190,7 @@ def standalone_language_model(path: str) -> LanguageModelFiles:
         raise LanguageModelError(f"{path}: no such file")
     local = _files.local_copy(folder, name)
     if name.endswith(".arpa"):
-        return LanguageModelFiles(local, write_unigrams_from_arpa(local), FusionWeights())
+        return LanguageModelFiles(local, None, FusionWeights(), unigrams_from_arpa=True)
     if _files.exists(folder, UNIGRAMS_FILE):
         return LanguageModelFiles(local, _files.local_copy(folder, UNIGRAMS_FILE), FusionWeights())
     raise LanguageModelError(
@@ -219,13 +222,6 @@ def arpa_unigrams(path: str) -> list[str]:
     if not words:
         raise LanguageModelError(f"{path}: no 1-grams found; not an ARPA file")
     return words
-
-
-def write_unigrams_from_arpa(arpa_path: str) -> str:
-    """A scratch `unigrams.txt` of the ARPA file's words (the user's folder is left alone)."""
-    target = Path(tempfile.mkdtemp(prefix="wav2vec2-lm-")) / UNIGRAMS_FILE
-    target.write_text("\n".join(sorted(arpa_unigrams(arpa_path))) + "\n", encoding="utf-8")
-    return str(target)
 
 
 def read_alphabet(checkpoint: str) -> list[str] | None:

@@ -151,7 +151,7 @@ def build_pipeline(
             config.max_batch_samples,
         )
         | "RunInference" >> RunInference(handler)
-        | "Stitch" >> StitchItems(align_to, config.feature_dtype, progress_dir)
+        | "Stitch" >> StitchItems(align_to, config.feature_dtype)
     )
     if "transcripts" in config.outputs:
         results = (

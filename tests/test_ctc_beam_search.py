@@ -226,14 +226,47 @@ def test_lm_files_are_found_or_refused_by_name(tmp_path: Path) -> None:
 def test_a_standalone_arpa_brings_its_unigrams(tmp_path: Path) -> None:
     arpa = next((LM_DIR / "language_model").glob("*.arpa"))
     files = standalone_language_model(str(arpa))
-    words = Path(files.unigrams_path).read_text().split()
-    assert words == sorted(arpa_unigrams(str(arpa)))
+    assert files.unigrams_from_arpa and files.weights == FusionWeights()
+    words = NgramLanguageModel.load(files).unigrams
     # transformers saved the list as pyctcdecode keeps it: the words KenLM knows (not <unk>).
     saved = set((LM_DIR / "language_model" / "unigrams.txt").read_text().split())
-    assert set(words) - {"<unk>"} == saved
+    assert set(words) == saved
+    assert set(arpa_unigrams(str(arpa))) == saved | {"<unk>"}
     binary = tmp_path / "lm.bin"
     binary.write_bytes(b"mmap lm http://kheafield.com/code format version 5\n\0")
     with pytest.raises(LanguageModelError, match="needs its word list"):
         standalone_language_model(str(binary))
     with pytest.raises(LanguageModelError, match="no such file"):
         standalone_language_model(str(tmp_path / "missing.arpa"))
+
+
+def test_a_word_of_any_length_aligns() -> None:
+    """Backtracking through a word of 70 characters (140 alignment states)."""
+    labels = ("", " ", "A", "B")
+    spelled = [("A", 2), ("B", 3)] * 35
+    frames = np.full((140, 4), np.log(0.01))
+    for index, (_, label) in enumerate(spelled):
+        frames[2 * index, label] = np.log(0.97)
+        frames[2 * index + 1, 0] = np.log(0.97)
+    decoding = BeamDecoding(labels, BeamSearchOptions(), 0.02, "unused", use_lm=False)
+    chars, words = word_rows([("AB" * 35, (0, 139))], frames, decoding)
+    assert [c["char"] for c in chars] == ["A", "B"] * 35
+    assert [round(c["start_s"] / 0.02) for c in chars] == list(range(0, 140, 2))
+    assert words[0]["confidence"] == pytest.approx(0.97)
+
+
+def test_an_item_the_decoder_cannot_decode_becomes_its_error_row() -> None:
+    """The stitched item is fine, its decoding fails (here: fewer labels than logit columns)."""
+    from transforms.ctc_decode import _DecodeCtc
+    from transforms.records import CTC_LOG_PROBS, ErrorRecord, ItemResult
+
+    labels = tuple(read_alphabet(str(LM_DIR)))[:-1]
+    decoding = BeamDecoding(labels, BeamSearchOptions(), 0.02, "unused", use_lm=False)
+    decode = _DecodeCtc(str(FIXTURES.parents[1] / "demo_model"), 320, decoding, 1)
+    decode.setup()
+    log_probs = log_softmax(LOGITS["heldout/00.flac"])
+    item = ItemResult("a.wav", "a.wav", 1.0, 16_000, len(log_probs), {CTC_LOG_PROBS: log_probs})
+    out = [*decode.process(item), *(v.value for v in decode.finish_bundle())]
+    assert len(out) == 1 and isinstance(out[0], ErrorRecord), out
+    assert (out[0].id, out[0].stage) == ("a.wav", "ctc_decode")
+    assert "log-probabilities of shape" in out[0].error

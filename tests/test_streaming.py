@@ -38,7 +38,7 @@ def window(item: str, index: int, is_last: bool, frames: int = 4, **kw) -> Infer
 
 
 def test_each_item_leaves_the_stitcher_with_its_last_window_and_nothing_is_held() -> None:
-    stitch = _Stitch(320, "float32", None)
+    stitch = _Stitch(320, "float32")
     stitch.start_bundle()
     arrivals = [
         window("a", 1, True),

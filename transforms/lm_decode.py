@@ -71,7 +71,10 @@ class BeamDecoding:
         lm = "no LM"
         if self.use_lm:
             where = self.lm_path or f"{self.checkpoint}/language_model"
-            lm = f"LM {where} (alpha {_given(self.alpha)}, beta {_given(self.beta)})"
+            default = "default" if self.lm_path else "attrs.json"
+            alpha = default if self.alpha is None else f"{self.alpha:g}"
+            beta = default if self.beta is None else f"{self.beta:g}"
+            lm = f"LM {where} (alpha {alpha}, beta {beta})"
         hotwords = f", {len(self.options.hotwords)} hotwords" if self.options.hotwords else ""
         return f"beam search, width {self.options.beam_width}, {lm}{hotwords}"
 
@@ -81,10 +84,6 @@ class BeamDecoding:
             return None
         files = locate_language_model(self.checkpoint, self.lm_path)
         return None if files is None else files.with_weights(alpha=self.alpha, beta=self.beta)
-
-
-def _given(value: float | None) -> str:
-    return "from attrs.json" if value is None else f"{value:g}"
 
 
 _decoder: CtcBeamSearchDecoder | None = None
@@ -242,7 +241,7 @@ def align_word(
     skip[2:] = [states[j] != blank and states[j] != states[j - 2] for j in range(2, count)]
     best = np.full(count, -np.inf)
     best[0] = emit[0, 0]
-    came_from = np.zeros((frames, count), dtype=np.int8)  # 0 stay, 1 from j-1, 2 from j-2
+    came_from = np.zeros((frames, count), dtype=np.int64)  # 0 stay, 1 from j-1, 2 from j-2
     step = np.full(count, -np.inf)
     jump = np.full(count, -np.inf)
     for t in range(1, frames):

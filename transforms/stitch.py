@@ -33,12 +33,10 @@ from dataclasses import dataclass, field, replace
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.chunk_audio import stitch_frames
-from transforms.progress import METRICS_NAMESPACE, record_progress
 from transforms.records import (
     TARGET_SAMPLE_RATE,
     ErrorRecord,
@@ -143,12 +141,9 @@ class _Arriving:
 
 
 class _Stitch(beam.DoFn):
-    def __init__(self, align_to: int, feature_dtype: str, progress_dir: str | None) -> None:
+    def __init__(self, align_to: int, feature_dtype: str) -> None:
         self._align_to = align_to
         self._feature_dtype = feature_dtype
-        self._progress_dir = progress_dir
-        self._succeeded = Metrics.counter(METRICS_NAMESPACE, "files_succeeded")
-        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
 
     def start_bundle(self) -> None:
         #: By the decoder's serial (and id): two containers that repeat an id are two items.
@@ -169,12 +164,11 @@ class _Stitch(beam.DoFn):
             item.windows.append(window)
         if item.seen == item.expected:
             del self._arriving[key]
-            yield from self._emit(self._result(window.id, item))
+            yield self._result(window.id, item)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for (_, item_id), item in self._arriving.items():
-            for emitted in self._emit(self._result(item_id, item)):
-                yield GlobalWindows.windowed_value(emitted)
+            yield GlobalWindows.windowed_value(self._result(item_id, item))
         self._arriving = {}
 
     def _result(self, item_id: str, item: _Arriving) -> ItemResult | ErrorRecord:
@@ -185,14 +179,6 @@ class _Stitch(beam.DoFn):
             result = stitch_item(item_id, item.windows, self._align_to, self._feature_dtype)
         return replace(result, bundle=item.bundle)
 
-    def _emit(self, result: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
-        if isinstance(result, ItemResult):  # a failure is counted by the writer, like every other
-            self._succeeded.inc()
-            self._audio_ms.inc(round(1000 * result.duration_s))
-            record_progress(self._progress_dir, files_succeeded=1)
-        yield result
-
-
 class StitchItems(beam.PTransform):
     """`InferredChunk`s to one `ItemResult` or one `ErrorRecord` per item, in one PCollection.
 
@@ -201,13 +187,13 @@ class StitchItems(beam.PTransform):
     left, whichever of its items succeeded this time (see `transforms.write_outputs`).
 
     `align_to` is the model's inputs-to-logits ratio (the reference's stride-to-frames factor);
-    `feature_dtype` the dtype logits and hidden states will be written in; `progress_dir` the
-    launcher's live-progress folder, if any (see `transforms.progress`).
+    `feature_dtype` the dtype logits and hidden states will be written in. Items are counted
+    (succeeded, failed, audio) by the writer, the one place every outcome reaches.
     """
 
-    def __init__(self, align_to: int, feature_dtype: str, progress_dir: str | None = None) -> None:
+    def __init__(self, align_to: int, feature_dtype: str) -> None:
         super().__init__()
-        self._fn = _Stitch(align_to, feature_dtype, progress_dir)
+        self._fn = _Stitch(align_to, feature_dtype)
 
     def expand(self, windows: beam.PCollection) -> beam.PCollection:
         return windows | "Stitch" >> beam.ParDo(self._fn)

@@ -41,8 +41,9 @@ int16 for codes): a nested list per row, whose inner width (vocabulary, hidden s
 groups) is part of the schema and needs no offsets, so a very long item cannot overflow Arrow's
 32-bit list offsets.
 
-Metrics (namespace `wav2vec2`): `pieces_written`, `items_written`, and `files_failed`: every
-failure, whichever stage it comes from, reaches a writer, so the writers count them.
+Metrics (namespace `wav2vec2`): `pieces_written`, `items_written`, and each item's outcome,
+`files_succeeded` (with its `audio_ms`) or `files_failed`: every item ends here, whichever stage
+failed it (the CTC decoder can fail an item the stitcher completed), so the writers count them.
 """
 
 from __future__ import annotations
@@ -349,6 +350,8 @@ class _WritePieces(beam.DoFn):
         self._pieces = Metrics.counter(METRICS_NAMESPACE, "pieces_written")
         self._items = Metrics.counter(METRICS_NAMESPACE, "items_written")
         self._failed = Metrics.counter(METRICS_NAMESPACE, "files_failed")
+        self._succeeded = Metrics.counter(METRICS_NAMESPACE, "files_succeeded")
+        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
 
     def start_bundle(self) -> None:
         self._prefix: str | None = None
@@ -369,6 +372,9 @@ class _WritePieces(beam.DoFn):
             record_progress(self._progress_dir, files_failed=1)
         else:
             tables = self._item_tables
+            self._succeeded.inc()
+            self._audio_ms.inc(round(1000 * element.duration_s))
+            record_progress(self._progress_dir, files_succeeded=1)
         for table in tables:
             if element.id not in existing.get(table, ()):  # a resumed item's half-written rows
                 self._rows[table].append(element)
