@@ -27,7 +27,7 @@ from models.language_model import FusionWeights, save_language_model
 
 #: The committed demo LM's settings.
 DEFAULT_SENTENCES = 40_000
-DEFAULT_WEIGHTS = FusionWeights(alpha=0.5, beta=2.0, unk_score_offset=-4.0, score_boundary=True)
+DEFAULT_WEIGHTS = FusionWeights(alpha=0.3, beta=3.0, unk_score_offset=-4.0, score_boundary=True)
 ARPA_NAME = "demo_trigram.arpa"
 
 

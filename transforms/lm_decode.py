@@ -1,6 +1,6 @@
 """Beam-search decoding in a pool of processes beside the model, and the transcript it makes.
 
-Why processes: the beam search is pure Python and holds the GIL for as long as it runs (tens of
+Why processes: the beam search is pure Python and holds the GIL for as long as it runs (about 10
 milliseconds per second of audio with an LM). Run on the model's thread, it would stall
 inference; in a thread, it would stall it just the same. So the `CtcDecode` stage hands each
 item's log-probabilities to a pool of `spawn`ed processes (a fork of a process running
