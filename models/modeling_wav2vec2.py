@@ -26,10 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.configuration import Wav2Vec2Config
-
-#: PyTorch -> TensorFlow layout of a parameter: "same", "linear" ((out, in) -> (in, out)) or
-#: "conv" ((out, in, kernel) -> (kernel, in, out)).
-Layout = str
+from models.parameters import Layout, Parameter
 
 _NEG_INF = -1e9  # additive attention bias for padded keys; finite so all-padded rows stay finite
 
@@ -47,32 +44,6 @@ def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
     if name == "tanh":
         return tf.tanh
     raise ValueError(f"unsupported activation {name!r}")
-
-
-@dataclass
-class Parameter:
-    """A model variable and how a PyTorch tensor of the same name maps onto it."""
-
-    variable: tf.Variable
-    layout: Layout
-
-    @property
-    def torch_shape(self) -> tuple[int, ...]:
-        shape = tuple(self.variable.shape)
-        if self.layout == "linear":
-            return shape[::-1]
-        if self.layout == "conv":
-            return (shape[2], shape[1], shape[0])
-        return shape
-
-
-def torch_to_tf(array: np.ndarray, layout: Layout) -> np.ndarray:
-    """Re-lay a PyTorch-layout array for a TensorFlow variable (see `Layout`)."""
-    if layout == "linear":
-        return array.T
-    if layout == "conv":
-        return np.transpose(array, (2, 1, 0))
-    return array
 
 
 class _Layer(tf.Module):

@@ -14,15 +14,11 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models import _files
-from models.modeling_wav2vec2 import torch_to_tf
-
-if TYPE_CHECKING:
-    from models.modeling_wav2vec2 import Wav2Vec2PreTrainedModel
+from models.parameters import NamedParameters, torch_to_tf
 
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
@@ -199,7 +195,7 @@ def _listing(path: str) -> list[str]:
         return []
 
 
-def load_checkpoint_into(model: Wav2Vec2PreTrainedModel, path: str) -> None:
+def load_checkpoint_into(model: NamedParameters, path: str) -> None:
     """Read the weights in folder `path` and copy them into `model`, strictly."""
     state, source = read_checkpoint(path)
     try:
@@ -208,7 +204,7 @@ def load_checkpoint_into(model: Wav2Vec2PreTrainedModel, path: str) -> None:
         raise CheckpointError(f"{source}: {error}") from None
 
 
-def load_state_dict(model: Wav2Vec2PreTrainedModel, state: dict[str, np.ndarray]) -> None:
+def load_state_dict(model: NamedParameters, state: dict[str, np.ndarray]) -> None:
     """Copy a PyTorch-named, PyTorch-layout state dict into `model` by name.
 
     A bare model (no head) loading a checkpoint saved with a head drops the "wav2vec2." prefix
@@ -265,7 +261,7 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
             handle.write(blob)
 
 
-def save_checkpoint(model: Wav2Vec2PreTrainedModel, folder: str) -> None:
+def save_checkpoint(model: NamedParameters, folder: str) -> None:
     """Write config.json and model.safetensors the way transformers' save_pretrained does."""
     os.makedirs(folder, exist_ok=True)
     tensors = {}

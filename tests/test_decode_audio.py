@@ -264,7 +264,7 @@ def test_truncated_mp3_is_caught_by_its_frame_count(tmp_path: pathlib.Path, keep
 
 
 def test_truncated_flac_yields_its_prefix_before_failing(tmp_path: pathlib.Path) -> None:
-    """The failure is late: blocks were already yielded (why read_audio holds back the last)."""
+    """The failure is late: blocks were already yielded (why DecodeItems holds back the last)."""
     path = _truncated(tmp_path, "flac", "FLAC", "PCM_24", 0.5)
     yielded = 0
     with open_audio(path, block_s=0.5) as stream, pytest.raises(AudioDecodeError):
