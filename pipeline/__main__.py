@@ -9,7 +9,7 @@ checkpoint that fails on every worker would otherwise fail the job only after it
 One line means one line: the command line is checked before TensorFlow is imported (hence the
 late imports below), and while TensorFlow starts and the model is checked, the process's native
 stderr is held back (TensorFlow's C++ layer prints start-up notices there that no setting turns
-off) and written out only once the checks passed.
+off) and written out only once the checks passed, without those notices unless `--verbose`.
 
 On the DirectRunner the job runs on Beam's FnApiRunner, which honours --direct_running_mode and
 --direct_num_workers. (Beam 2.77's DirectRunner would first try the Prism runner, which it
@@ -22,6 +22,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -99,6 +100,24 @@ def held_native_stderr() -> Iterator[list[bytes]]:
             os.close(saved)
             scratch.seek(0)
             captured.append(scratch.read())
+
+
+#: What TensorFlow's C++ layer prints on every start-up, before its logging is set up (so no
+#: setting silences it): notices about oneDNN, CUDA on a machine without a GPU, and the CPU
+#: instructions it was not compiled for. Nothing in them is about the job.
+_STARTUP_NOTICES = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|[IWE]\d{4} [\d:. ]+ +\d+ (port|cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard)"
+    rb"\.cc:\d+\]"
+    rb"|To enable the following instructions: )"
+)
+
+
+def without_startup_notices(stderr: bytes) -> bytes:
+    """`stderr` without TensorFlow's start-up notices; every other line (a real warning or
+    error from TensorFlow, or anything else) is kept."""
+    lines = stderr.splitlines(keepends=True)
+    return b"".join(line for line in lines if not _STARTUP_NOTICES.match(line))
 
 
 def load_checked_model(
@@ -199,7 +218,7 @@ def run(argv: Sequence[str]) -> int:
     if refusal is not None:
         print(refusal[1], file=sys.stderr)
         return refusal[0]
-    sys.stderr.buffer.write(held[0])
+    sys.stderr.buffer.write(held[0] if config.verbose else without_startup_notices(held[0]))
 
     from pipeline.graph import build_pipeline, table_specs
 

@@ -214,6 +214,11 @@ class Wav2Vec2Options(PipelineOptions):
             "(default 0: one fewer than the machine's cores, at least 1).",
         )
         parser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="Also show TensorFlow's start-up notices (oneDNN, CUDA, CPU instructions).",
+        )
+        parser.add_argument(
             "--pool",
             default="none",
             help=f"One of {','.join(POOLINGS)}: mean also writes one mean-pooled vector per "
@@ -259,6 +264,8 @@ class RunConfig:
     hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
     #: `--decode_processes`; 0 means one fewer than the machine's cores (at least 1).
     decode_processes: int = 0
+    #: `--verbose`: show TensorFlow's start-up notices too.
+    verbose: bool = False
 
     def beam_search_options(self) -> BeamSearchOptions:
         return BeamSearchOptions(
@@ -380,6 +387,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         hotwords=hotwords,
         hotword_weight=ours.hotword_weight,
         decode_processes=ours.decode_processes,
+        verbose=ours.verbose,
     )
     return options, config
 

@@ -227,3 +227,44 @@ def test_help_lists_our_flags(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--input", "--model_dir", "--outputs", "--chunk_length_s", "--batch_size"):
         assert flag in out
+
+
+def test_tensorflow_start_up_notices_are_left_out_unless_verbose(tmp_path: Path) -> None:
+    """A run's stderr holds our progress lines, not TensorFlow's oneDNN/CUDA/CPU notices."""
+    argv = [
+        f"--input={REPO / 'tests' / 'fixtures' / 'demo_heldout' / '00.flac'}",
+        f"--model_dir={REPO / 'demo_model'}",
+        "--decoder=greedy",
+    ]
+    runs = {}
+    for name, extra in (("quiet", []), ("verbose", ["--verbose"])):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *argv, f"--output_dir={tmp_path / name}", *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        runs[name] = done.stderr
+    notices = ("absl::InitializeLog", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc")
+    assert not [line for line in runs["quiet"].splitlines() if any(n in line for n in notices)]
+    assert "writing to" in runs["quiet"]
+    assert "oneDNN custom operations are on" in runs["verbose"]
+
+
+def test_only_the_start_up_notices_are_dropped() -> None:
+    from pipeline.__main__ import without_startup_notices
+
+    held = (
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        b"I0000 00:00:1796080759.149339   22517 port.cc:153] oneDNN custom operations are on.\n"
+        b"E0000 00:00:1796080759.402587   22517 cuda_platform.cc:52] failed call to cuInit\n"
+        b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild\n"
+        b"W0000 00:00:1796080759.5   22517 op_kernel.cc:1840] OP_REQUIRES failed: out of memory\n"
+        b"something else\n"
+    )
+    assert without_startup_notices(held) == (
+        b"W0000 00:00:1796080759.5   22517 op_kernel.cc:1840] OP_REQUIRES failed: out of memory\n"
+        b"something else\n"
+    )

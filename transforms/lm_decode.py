@@ -71,10 +71,13 @@ class BeamDecoding:
         lm = "no LM"
         if self.use_lm:
             where = self.lm_path or f"{self.checkpoint}/language_model"
-            default = "default" if self.lm_path else "attrs.json"
+            default = "defaults" if self.lm_path else "attrs.json"
             alpha = default if self.alpha is None else f"{self.alpha:g}"
             beta = default if self.beta is None else f"{self.beta:g}"
-            lm = f"LM {where} (alpha {alpha}, beta {beta})"
+            weights = f"alpha {alpha}, beta {beta}"
+            if self.alpha is None and self.beta is None:
+                weights = f"weights from {default}"
+            lm = f"LM {where} ({weights})"
         hotwords = f", {len(self.options.hotwords)} hotwords" if self.options.hotwords else ""
         return f"beam search, width {self.options.beam_width}, {lm}{hotwords}"
 

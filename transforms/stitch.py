@@ -179,6 +179,7 @@ class _Stitch(beam.DoFn):
             result = stitch_item(item_id, item.windows, self._align_to, self._feature_dtype)
         return replace(result, bundle=item.bundle)
 
+
 class StitchItems(beam.PTransform):
     """`InferredChunk`s to one `ItemResult` or one `ErrorRecord` per item, in one PCollection.
 
