@@ -1,6 +1,6 @@
 """The bundled demo model transcribes for real: a guard on decoding, chunking, batching, precision.
 
-demo_model/ was trained by models/train_demo.py; tests/fixtures/demo_heldout/ holds held-out
+demo_model/ was trained by demo/train.py; tests/fixtures/demo_heldout/ holds held-out
 sentences (never in training) in training voices, as committed audio so that the test does not
 depend on the local espeak-ng. With a model that transcribes well, a regression anywhere between
 the audio and the text shows up as errors, which random weights would hide in gibberish.
@@ -31,8 +31,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from models import TFWav2Vec2ForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Runner, demo_corpus
-from models.evaluate_demo import error_rates, transcribe
+from demo import corpus as demo_corpus
+from demo.evaluate import error_rates, transcribe
+from models import TFWav2Vec2ForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Runner
 from pipeline.__main__ import main as run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,9 +142,9 @@ def test_pipeline_with_the_shipped_lm_gives_transformers_transcripts(
 
 
 def test_the_shipped_lm_does_no_harm_outside_the_demo_vocabulary(tmp_path) -> None:
-    """Sentences mostly outside the demo's 672 words (models/out_of_domain.txt), spoken by
+    """Sentences mostly outside the demo's 672 words (demo/out_of_domain.txt), spoken by
     espeak-ng in training voices: `run_local.sh`'s default (the LM) against greedy decoding."""
-    sentences = (REPO / "models" / "out_of_domain.txt").read_text().splitlines()
+    sentences = (REPO / "demo" / "out_of_domain.txt").read_text().splitlines()
     plans = demo_corpus.plan_utterances(
         sentences, demo_corpus.TRAINING_VOICES, 4242, band_limit=False
     )

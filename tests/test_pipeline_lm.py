@@ -160,8 +160,8 @@ def test_lm_flags_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path
 def test_an_lm_built_from_text_into_a_checkpoint_is_its_default(tmp_path: Path) -> None:
     """`python -m lm.build_arpa --checkpoint`: text in, a checkpoint that decodes with it."""
     jiwer = pytest.importorskip("jiwer")
+    from demo import corpus as demo_corpus
     from lm.build_arpa import main as build_arpa
-    from models import demo_corpus
 
     text = tmp_path / "text.txt"
     sentences = demo_corpus.draw_sentences(2000, held_out=False, seed=99)

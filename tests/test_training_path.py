@@ -1,4 +1,4 @@
-"""The training path of our TF model, as models/train_demo.py uses it: a tf.function step on CPU.
+"""The training path of our TF model, as demo/train.py uses it: a tf.function step on CPU.
 
 Training needs what inference never exercises: gradients through every layer (TensorFlow has no
 CPU gradient for the grouped positional convolution, so training convolves group by group), a

@@ -1,7 +1,7 @@
 """Speech the repository makes itself, for training and evaluating its demo model.
 
 No speech corpus or model hub is reachable where this project is built, so the demo model
-(`models/train_demo.py`) learns from English that espeak-ng speaks. Everything that decides what
+(`demo/train.py`) learns from English that espeak-ng speaks. Everything that decides what
 the model hears lives here, shared by training and evaluation so that both draw from the same
 definitions:
 

@@ -1,11 +1,11 @@
 """Train the demo model: a small Wav2Vec2ForCTC, from scratch, on English that espeak-ng speaks.
 
-    python -m models.train_demo --output demo_model/ [--seed 0] [--steps N]
+    python -m demo.train --output demo_model/ [--seed 0] [--steps N]
 
 The repository cannot download a checkpoint where it is built and tested, and a random-weight
 checkpoint transcribes gibberish, which hides regressions in decoding, chunking, batching and
 precision. So the repository makes its own small model: it synthesizes speech in many espeak-ng
-voices from its own sentence generator (models/demo_corpus.py), augments it (band limit, silence,
+voices from its own sentence generator (demo/corpus.py), augments it (band limit, silence,
 gain, noise), and trains our TensorFlow model with its own CTC loss. The output is a normal
 Hugging Face checkpoint folder (it loads in transformers' Wav2Vec2ForCTC) with the
 facebook/wav2vec2-base-960h character vocabulary.
@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from models import demo_corpus
+from demo import corpus as demo_corpus
+from demo.evaluate import error_rates, transcribe
 from models.configuration import Wav2Vec2Config
-from models.evaluate_demo import error_rates, transcribe
 from models.feature_extraction import Wav2Vec2FeatureExtractor
 from models.tokenizer import Wav2Vec2CTCTokenizer
 
-logger = logging.getLogger("train_demo")
+logger = logging.getLogger("demo.train")
 
 REPO = Path(__file__).resolve().parents[1]
 #: The facebook/wav2vec2-base-960h character vocabulary and tokenizer files, copied into the output.

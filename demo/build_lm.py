@@ -1,6 +1,6 @@
 """The demo model's language model: a Kneser-Ney trigram of its training text, saved beside it.
 
-    python -m models.build_demo_lm --model demo_model/ [--sentences 40000] [--order 3]
+    python -m demo.build_lm --model demo_model/ [--sentences 40000] [--order 3]
 
 The text is the demo's own sentence generator, training split only (`draw_sentences(held_out=
 False, seed=0)`, whose first 12,000 sentences are the ones the model was trained on), so the
@@ -19,9 +19,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from demo import corpus as demo_corpus
 from lm.arpa import write_arpa
 from lm.kneser_ney import estimate
-from models import demo_corpus
 from models.ctc_beam_search import alphabet_from_vocab
 from models.language_model import FusionWeights, save_language_model
 

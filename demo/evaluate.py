@@ -1,6 +1,6 @@
 """Word and character error rates of the demo model (or any CTC checkpoint) on three sets.
 
-    python -m models.evaluate_demo --model demo_model/ [--count 200] [--json results.json]
+    python -m demo.evaluate --model demo_model/ [--count 200] [--json results.json]
 
 - held-out sentences (never in training) in training voices: does the model transcribe what it
   was trained for, on text it has not seen?
@@ -14,7 +14,7 @@ text normalized by `demo_corpus.normalize_text`: upper case, apostrophes kept, o
 dropped, spaces collapsed. Decoding is greedy CTC and, when the checkpoint ships an LM
 (`language_model/`), beam search with it, as the pipeline does by default.
 
-A fourth set, Harvard sentences (models/out_of_domain.txt) in training voices, checks that the
+A fourth set, Harvard sentences (demo/out_of_domain.txt) in training voices, checks that the
 demo's LM, estimated on the demo's own narrow text, does not spoil words outside it.
 """
 
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soundfile
 
-from models import demo_corpus
+from demo import corpus as demo_corpus
 from models.feature_extraction import Wav2Vec2FeatureExtractor
 from models.tokenizer import Wav2Vec2CTCTokenizer
 
@@ -142,7 +142,7 @@ def lm_transcripts(model_dir: str, logits: Sequence[np.ndarray]) -> list[str] | 
 
 
 def out_of_domain_set(seed: int) -> EvaluationSet:
-    """models/out_of_domain.txt (Harvard sentences, about half their words outside the demo's
+    """demo/out_of_domain.txt (Harvard sentences, about half their words outside the demo's
     vocabulary) in training voices, spoken clean: what an LM of the demo's text must not spoil."""
     sentences = OUT_OF_DOMAIN.read_text().splitlines()
     plans = demo_corpus.plan_utterances(

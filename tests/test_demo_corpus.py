@@ -1,0 +1,100 @@
+"""The demo's sentence generator, its held-out split and its augmentation (demo/corpus.py).
+
+The draw order matters beyond these tests: the same command must train the same model, so the
+committed artifacts that were drawn from the generator (the held-out test set's texts, voices,
+speeds and pitches; the demo LM, estimated from the first 40,000 training sentences) are the
+oracle for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from demo import corpus
+from demo.build_lm import ARPA_NAME, build
+from demo.evaluate import held_out_plans
+
+REPO = Path(__file__).resolve().parents[1]
+HELDOUT = REPO / "tests" / "fixtures" / "demo_heldout" / "transcripts.json"
+
+
+def test_the_generator_is_seeded_and_endless() -> None:
+    first = [s for s, _ in zip(corpus.SentenceGenerator(7), range(500), strict=False)]
+    again = [s for s, _ in zip(corpus.SentenceGenerator(7), range(500), strict=False)]
+    other = [s for s, _ in zip(corpus.SentenceGenerator(8), range(500), strict=False)]
+    assert first == again and first != other
+    assert all(s.strip() == s and s for s in first)
+    assert len(set(first)) > 450  # millions of distinct sentences: repeats are rare
+
+
+def test_the_split_is_one_in_eight_by_the_texts_hash() -> None:
+    sentences = corpus.draw_sentences(4000, held_out=False, seed=3)
+    held = corpus.draw_sentences(500, held_out=True, seed=3)
+    assert len(set(sentences)) == 4000 and len(set(held)) == 500
+    for sentence in sentences[:200] + held[:200]:
+        digest = hashlib.sha256(sentence.encode("utf8")).digest()
+        assert corpus.is_held_out(sentence) == (digest[0] % 8 == 0)
+    assert not set(sentences) & set(held)
+    # Over the generator's own stream, the held-out share is about 1/8 (binomial, n = 8000).
+    stream = [s for s, _ in zip(corpus.SentenceGenerator(11), range(8000), strict=False)]
+    share = sum(map(corpus.is_held_out, stream)) / len(stream)
+    assert abs(share - 1 / 8) < 4 * np.sqrt(1 / 8 * 7 / 8 / len(stream))
+
+
+def test_the_held_out_test_set_is_drawn_as_committed() -> None:
+    committed = json.loads(HELDOUT.read_text())["utterances"]
+    plans = held_out_plans(len(committed), corpus.TRAINING_VOICES, seed=2000)
+    drawn = [
+        {
+            "text": corpus.normalize_text(p.text),
+            "voice": p.voice.name,
+            "speed": p.speed,
+            "pitch": p.pitch,
+        }
+        for p in plans
+    ]
+    assert drawn == [
+        {key: item[key] for key in ("text", "voice", "speed", "pitch")} for item in committed
+    ]
+
+
+def test_the_demo_lm_rebuilds_byte_for_byte(tmp_path: Path) -> None:
+    """The first 40,000 training sentences, in the committed LM's n-gram counts."""
+    checkpoint = tmp_path / "demo"
+    checkpoint.mkdir()
+    (checkpoint / "vocab.json").write_bytes((REPO / "demo_model" / "vocab.json").read_bytes())
+    folder = build(checkpoint)
+    committed = REPO / "demo_model" / "language_model"
+    for name in (ARPA_NAME, "unigrams.txt", "attrs.json"):
+        assert (folder / name).read_bytes() == (committed / name).read_bytes(), name
+    assert (checkpoint / "alphabet.json").read_bytes() == (
+        REPO / "demo_model" / "alphabet.json"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_augmentation_pads_levels_and_adds_noise_within_its_ranges(seed: int) -> None:
+    rate = corpus.SAMPLING_RATE
+    clean = (0.3 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)).astype(np.float32)
+    out = corpus.augment(clean, np.random.default_rng(seed))
+    padding = len(out) - len(clean)
+    assert out.dtype == np.float32 and 0 <= padding < 2 * int(0.2 * rate)
+    # Find the leading silence and the gain by least squares against the clean signal.
+    fits = []
+    for lead in range(padding + 1):
+        segment = out[lead : lead + len(clean)].astype(np.float64)
+        gain = float(segment @ clean / (clean @ clean))
+        fits.append((float(np.sum((segment - gain * clean) ** 2)), lead, gain))
+    residual, lead, gain = min(fits)
+    assert -20.5 <= 20 * np.log10(gain) <= 3.5
+    padded = np.zeros(len(out))
+    padded[lead : lead + len(clean)] = gain * clean
+    noise = out - padded
+    if np.mean(noise**2) > 1e-12:  # 60% of draws: noise 10-40 dB under the (padded) speech
+        snr_db = 10 * np.log10(np.mean(padded**2) / np.mean(noise**2))
+        assert 9.0 <= snr_db <= 41.0, snr_db
