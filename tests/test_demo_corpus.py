@@ -90,7 +90,7 @@ def test_augmentation_pads_levels_and_adds_noise_within_its_ranges(seed: int) ->
         segment = out[lead : lead + len(clean)].astype(np.float64)
         gain = float(segment @ clean / (clean @ clean))
         fits.append((float(np.sum((segment - gain * clean) ** 2)), lead, gain))
-    residual, lead, gain = min(fits)
+    _, lead, gain = min(fits)
     assert -20.5 <= 20 * np.log10(gain) <= 3.5
     padded = np.zeros(len(out))
     padded[lead : lead + len(clean)] = gain * clean
