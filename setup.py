@@ -28,7 +28,9 @@ setup(
     version="0.1.0",
     description="Apache Beam batch pipeline running a TensorFlow Wav2Vec2 over audio corpora",
     python_requires=">=3.11",
-    packages=find_namespace_packages(include=["models", "transforms", "pipeline", "lm", "demo"]),
+    packages=find_namespace_packages(
+        include=["models", "transforms", "transforms.*", "pipeline", "lm", "demo"]
+    ),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest", "ruff", "jiwer"]},
     entry_points={"console_scripts": ["wav2vec2-beam = pipeline.__main__:main"]},

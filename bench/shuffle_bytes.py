@@ -83,7 +83,7 @@ def encoded_bytes(element: object) -> int:
 
 def per_hour() -> dict[str, float]:
     """MB per hour of audio of each kind of element a shuffle could move (10 s utterances)."""
-    from transforms.decode_items import AudioItem
+    from transforms.read.decode_items import AudioItem
     from transforms.records import AudioChunk, InferredChunk
 
     per_hour_factor = 3600 / UTTERANCE_S / 1e6

@@ -25,12 +25,9 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from models.language_model import NgramLanguageModel
 
 #: pyctcdecode's defaults, which `Wav2Vec2ProcessorWithLM.decode` uses when not told otherwise.
 DEFAULT_BEAM_WIDTH = 100
@@ -47,6 +44,19 @@ UNK = "⁇"
 #: (start, end) logit frames of a word, end exclusive; (-1, -1) before its first character.
 Frames = tuple[int, int]
 NO_FRAMES: Frames = (-1, -1)
+
+
+class LanguageModel(Protocol):
+    """What the search asks of an LM (`models.language_model.NgramLanguageModel` is one)."""
+
+    def start_state(self) -> Any: ...
+
+    def score_word(self, state: Any, word: str, last: bool) -> tuple[float, Any]:
+        """The fused score of `word` after `state` (with the end of sentence if `last`), and
+        the state after it."""
+        ...
+
+    def score_partial_word(self, partial: str) -> float: ...
 
 
 class AlphabetError(ValueError):
@@ -232,7 +242,7 @@ def _merge(beams: list[_Beam]) -> list[_Beam]:
 class CtcBeamSearchDecoder:
     """Beam search over one utterance's log-probabilities, with or without a language model."""
 
-    def __init__(self, labels: Sequence[str], language_model: NgramLanguageModel | None = None):
+    def __init__(self, labels: Sequence[str], language_model: LanguageModel | None = None):
         if any(label.startswith(("##", "▁")) for label in labels):
             raise AlphabetError("BPE vocabularies are not supported by the beam search decoder")
         self.labels = list(labels)
@@ -304,7 +314,7 @@ class CtcBeamSearchDecoder:
 class _BeamScorer:
     """Adds the ranking score to merged beams, caching LM scores per text for one utterance."""
 
-    def __init__(self, language_model: NgramLanguageModel | None, hotwords: HotwordScorer):
+    def __init__(self, language_model: LanguageModel | None, hotwords: HotwordScorer):
         self._lm = language_model
         self._hotwords = hotwords
         # (text, end of sentence) -> (LM + hotword score, LM score, LM state after text)

@@ -45,7 +45,7 @@ from pipeline.options import (
     parse_args,
     resolve_outputs,
 )
-from transforms.progress import (
+from transforms.write.progress import (
     DEFAULT_INTERVAL_S,
     LOGGER,
     ProgressReporter,
@@ -53,13 +53,13 @@ from transforms.progress import (
     summarize,
     summary_line,
 )
-from transforms.score import score_line, summarize_scores
-from transforms.write_outputs import errors_table, write_empty_pieces, write_summary
+from transforms.write.score import score_line, summarize_scores
+from transforms.write.tables import errors_table, write_empty_pieces, write_summary
 
 if TYPE_CHECKING:
     from models.configuration import Wav2Vec2Config
     from models.tokenizer import Wav2Vec2CTCTokenizer
-    from transforms.lm_decode import BeamDecoding
+    from transforms.write.lm_decode import BeamDecoding
 
 EXIT_BAD_OPTIONS = 2
 EXIT_BAD_MODEL = 3
@@ -133,7 +133,7 @@ def load_checked_model(
     from models.configuration import Wav2Vec2Config
     from models.tokenizer import Wav2Vec2CTCTokenizer
     from pipeline.graph import inference_spec
-    from transforms.infer import LoadedWav2Vec2
+    from transforms.infer.model_handler import LoadedWav2Vec2
 
     try:
         model = Wav2Vec2Config.from_pretrained(config.model_dir)
@@ -161,7 +161,7 @@ def checked_decoding(
     """`plan_decoding` for this run; `LanguageModelLoadError` when the LM cannot be used."""
     from models.ctc_beam_search import AlphabetError
     from models.language_model import LanguageModelError
-    from transforms.lm_decode import plan_decoding
+    from transforms.write.lm_decode import plan_decoding
 
     try:
         return plan_decoding(

@@ -2,7 +2,7 @@
 
     Inputs -> ReadCorpus -> Reshuffle (remote runners) -> DecodeItems -> BatchAudio
         -> RunInference -> Stitch -> CtcDecode -> ScoreTranscripts (transcripts) -> WriteOutputs
-    (CtcDecode's beam search runs in processes beside the model: transforms/lm_decode.py)
+    (CtcDecode's beam search runs in processes beside the model: transforms/write/lm_decode.py)
     ReadCorpus's errors -> WriteReadErrors
     ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out; -> the writers
 
@@ -27,19 +27,19 @@ from apache_beam.ml.inference.base import RunInference
 
 from models.configuration import Wav2Vec2Config
 from pipeline.options import RunConfig, resolve_outputs
-from transforms.batch_audio import BatchAudio, ladder_for
-from transforms.ctc_decode import CtcDecode
-from transforms.decode_items import DecodeItems
-from transforms.infer import InferenceSpec, Wav2Vec2ModelHandler
-from transforms.lm_decode import BeamDecoding
-from transforms.pool import TABLE as POOLED_TABLE
-from transforms.pool import pooled_table
-from transforms.read_corpus import ITEMS_TAG, CorpusOptions, ReadCorpus
+from transforms.infer.batch import BatchAudio, ladder_for
+from transforms.infer.model_handler import InferenceSpec, Wav2Vec2ModelHandler
+from transforms.infer.stitch import StitchItems
+from transforms.read.corpus import ITEMS_TAG, CorpusOptions, ReadCorpus
+from transforms.read.decode_items import DecodeItems
+from transforms.read.resume import ReadExistingIds, done_ids
 from transforms.records import ERRORS_TAG
-from transforms.resume import ReadExistingIds, done_ids
-from transforms.score import ScoreTranscripts
-from transforms.stitch import StitchItems
-from transforms.write_outputs import (
+from transforms.write.ctc_decode import CtcDecode
+from transforms.write.lm_decode import BeamDecoding
+from transforms.write.pool import TABLE as POOLED_TABLE
+from transforms.write.pool import pooled_table
+from transforms.write.score import ScoreTranscripts
+from transforms.write.tables import (
     TableSpec,
     WriteOutputs,
     classifications_table,
@@ -113,7 +113,7 @@ def build_pipeline(
     stage with no grouping, so each item's windows stream from the decoder to the model and its
     rows from the stitcher to disk. `--outputs` left out means the head's default tables
     (`resolve_outputs`). `decoding` is the beam search transcripts are decoded with (None:
-    greedy), as the launcher checked it (`transforms.lm_decode.plan_decoding`).
+    greedy), as the launcher checked it (`transforms.write.lm_decode.plan_decoding`).
     """
     config = resolve_outputs(config, model)
     align_to = model.inputs_to_logits_ratio
@@ -162,7 +162,7 @@ def build_pipeline(
         )
     out, limits = config.output_dir, config.piece_limits
     specs = table_specs(config, model, hidden_layers)
-    # Each writer's name is in its pieces' names (see transforms/write_outputs.py).
+    # Each writer's name is in its pieces' names (see transforms/write/tables.py).
     _ = results | "WriteOutputs" >> WriteOutputs(
         specs, out, run_id, limits, "out", existing, progress_dir
     )

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from models.ctc_beam_search import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT, BeamSearchOptions
-from transforms.chunk_audio import ChunkParams, chunk_params
-from transforms.corpus_inputs import INPUT_FORMATS
-from transforms.pool import POOLINGS
+from transforms.infer.chunk import ChunkParams, chunk_params
+from transforms.read.inputs import INPUT_FORMATS
 from transforms.records import TARGET_SAMPLE_RATE
-from transforms.write_outputs import DEFAULT_LIMITS, FEATURE_DTYPES, PieceLimits
+from transforms.write.pool import POOLINGS
+from transforms.write.tables import DEFAULT_LIMITS, FEATURE_DTYPES, PieceLimits
 
 if TYPE_CHECKING:
     from models.configuration import Wav2Vec2Config
@@ -66,7 +66,7 @@ class OptionsError(ValueError):
 
 
 class Wav2Vec2Options(PipelineOptions):
-    """This pipeline's flags (see the README for what each one does)."""
+    """This pipeline's flags (docs/USAGE.md says what each one does)."""
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -245,7 +245,7 @@ class RunConfig:
     precision: str
     jit_compile: bool
     share_model_across_processes: bool
-    #: `--input_format` and the column flags (see transforms/read_corpus.py).
+    #: `--input_format` and the column flags (see transforms/read/corpus.py).
     input_format: str = "auto"
     audio_column: str | None = None
     text_column: str | None = None

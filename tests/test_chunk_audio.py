@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from transforms.chunk_audio import (
+from transforms.infer.chunk import (
     ChunkParams,
     chunk_audio,
     chunk_params,

@@ -4,7 +4,7 @@ The pocketsphinx recordings (real speech, with their reference transcriptions) a
 into every layout, beside the same files given loose, and bad inputs of every kind are mixed in;
 one run reads them all. Each layout must give the transcripts the loose files give, every item
 must end exactly once (in transcripts or in errors), the references must be scored as
-`transforms/score.py` and jiwer say, a manifest span must be what the sliced file gives, and the
+`transforms/write/score.py` and jiwer say, a manifest span must be what the sliced file gives, and the
 mean-pooled vectors must be the means of the hidden states written beside them.
 
 Other runs: a WebDataset corpus of 1,000 short utterances in 4 shards on 2 worker processes;
@@ -33,8 +33,8 @@ from fixtures.synthetic_audio import synthetic_speech
 from pipeline_corpus import POCKETSPHINX
 
 from pipeline.__main__ import main
-from transforms.decode_items import UNREAD
-from transforms.score import normalize_text, score
+from transforms.read.decode_items import UNREAD
+from transforms.write.score import normalize_text, score
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "fixtures" / "checkpoints" / "base"

@@ -24,13 +24,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from fixtures.synthetic_audio import synthetic_speech
 
 from pipeline.options import OptionsError, parse_args
-from transforms.corpus_inputs import MatchInputs, expand_braces, infer_kind
-from transforms.decode_audio import Span
-from transforms.decode_items import UNREAD, AudioItem
-from transforms.read_manifest import read_manifest
-from transforms.read_parquet_audio import ParquetColumns, read_parquet_file
-from transforms.read_webdataset import read_shard, split_member_name
-from transforms.resume import ReadExistingIds, done_ids
+from transforms.read.decode_audio import Span
+from transforms.read.decode_items import UNREAD, AudioItem
+from transforms.read.inputs import MatchInputs, expand_braces, infer_kind
+from transforms.read.manifest import read_manifest
+from transforms.read.parquet_audio import ParquetColumns, read_parquet_file
+from transforms.read.resume import ReadExistingIds, done_ids
+from transforms.read.webdataset import read_shard, split_member_name
 
 
 def wav_bytes(seed: int, seconds: float = 0.5) -> bytes:

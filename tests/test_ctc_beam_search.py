@@ -36,7 +36,7 @@ from models.language_model import (
     read_alphabet,
     standalone_language_model,
 )
-from transforms.lm_decode import BeamDecoding, DecodePool, align_word, load_decoder, word_rows
+from transforms.write.lm_decode import BeamDecoding, DecodePool, align_word, load_decoder, word_rows
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LM_DIR = FIXTURES / "lm"
@@ -258,8 +258,8 @@ def test_a_word_of_any_length_aligns() -> None:
 
 def test_an_item_the_decoder_cannot_decode_becomes_its_error_row() -> None:
     """The stitched item is fine, its decoding fails (here: fewer labels than logit columns)."""
-    from transforms.ctc_decode import _DecodeCtc
     from transforms.records import CTC_LOG_PROBS, ErrorRecord, ItemResult
+    from transforms.write.ctc_decode import _DecodeCtc
 
     labels = tuple(read_alphabet(str(LM_DIR)))[:-1]
     decoding = BeamDecoding(labels, BeamSearchOptions(), 0.02, "unused", use_lm=False)

@@ -15,8 +15,8 @@ import pytest
 import soundfile
 import soxr
 
-from transforms.chunk_audio import chunk_audio, chunk_params
-from transforms.decode_audio import (
+from transforms.infer.chunk import chunk_audio, chunk_params
+from transforms.read.decode_audio import (
     MIN_SAMPLES,
     AudioDecodeError,
     AudioInfo,

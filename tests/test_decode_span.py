@@ -16,7 +16,7 @@ import soundfile
 import soxr
 from fixtures.synthetic_audio import synthetic_speech
 
-from transforms.decode_audio import AudioDecodeError, Span, decode_audio
+from transforms.read.decode_audio import AudioDecodeError, Span, decode_audio
 from transforms.records import TARGET_SAMPLE_RATE
 
 #: (extension, format, subtype, rate, channels, exact): MP3's seek restarts its decoder, which

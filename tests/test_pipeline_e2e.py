@@ -10,7 +10,7 @@ with different engines, checkpoints and batching:
 
 Each run's tables must equal what models/ gives when called directly, one window at a time, on
 the same decoded samples, with the windows cut and stitched by the reference ASR pipeline's
-arithmetic (written out again below, independently of transforms/chunk_audio.py): identical
+arithmetic (written out again below, independently of transforms/infer/chunk.py): identical
 transcripts and timings, logits and hidden states within 1e-4 of the largest reference value.
 The runs are module-scoped fixtures, so each runs once for all the checks.
 """
@@ -31,7 +31,7 @@ from pipeline_corpus import POCKETSPHINX, Corpus, make_corpus
 from models import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, load_model
 from models.weights import read_checkpoint, write_safetensors
 from pipeline.__main__ import main
-from transforms.decode_audio import decode_audio
+from transforms.read.decode_audio import decode_audio
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"

@@ -18,10 +18,9 @@ from apache_beam.testing.util import assert_that
 
 from models import Wav2Vec2CTCTokenizer
 from models.inference import bucket_for
-from transforms.batch_audio import BatchAudio, batch_capacity, ladder_for, power_of_two_parts
-from transforms.ctc_decode import decode_ctc
-from transforms.infer import InferenceSpec, LoadedWav2Vec2, max_softmax
-from transforms.progress import ProgressReporter, progress_line, read_progress, record_progress
+from transforms.infer.batch import BatchAudio, batch_capacity, ladder_for, power_of_two_parts
+from transforms.infer.model_handler import InferenceSpec, LoadedWav2Vec2, max_softmax
+from transforms.infer.stitch import first_error, stitch_item
 from transforms.records import (
     CLASS_PROBABILITIES,
     CODES,
@@ -33,8 +32,14 @@ from transforms.records import (
     InferredChunk,
     ItemResult,
 )
-from transforms.stitch import first_error, stitch_item
-from transforms.write_outputs import (
+from transforms.write.ctc_decode import decode_ctc
+from transforms.write.progress import (
+    ProgressReporter,
+    progress_line,
+    read_progress,
+    record_progress,
+)
+from transforms.write.tables import (
     classifications_table,
     codes_table,
     frames_column,

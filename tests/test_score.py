@@ -8,9 +8,9 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.progress import counters
 from transforms.records import ItemResult
-from transforms.score import ScoreTranscripts, normalize_text, score, summarize_scores
+from transforms.write.progress import counters
+from transforms.write.score import ScoreTranscripts, normalize_text, score, summarize_scores
 
 #: (reference, hypothesis) pairs as users and CTC models write them.
 PAIRS = [

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import soundfile
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.chunk_audio import chunk_params
-from transforms.decode_items import AudioItem, _DecodeItem, bundle_name
+from transforms.infer.chunk import chunk_params
+from transforms.infer.stitch import _Stitch
+from transforms.read.decode_items import AudioItem, _DecodeItem, bundle_name
+from transforms.read.resume import read_ids, table_patterns
 from transforms.records import LOGITS, ErrorRecord, InferredChunk, ItemResult
-from transforms.resume import read_ids, table_patterns
-from transforms.stitch import _Stitch
-from transforms.write_outputs import PieceLimits, _WritePieces, errors_table, logits_table
+from transforms.write.tables import PieceLimits, _WritePieces, errors_table, logits_table
 
 # ---------------------------------------------------------------- stitching as windows arrive
 

@@ -80,7 +80,7 @@ class AudioChunk:
     error: ErrorRecord | None = None
     #: Names the decoder's bundle: its first item's origin, hashed. A runner's retry of the
     #: bundle starts from the same item, so the writers name their pieces by it (see
-    #: `transforms.write_outputs`).
+    #: `transforms.write.tables`).
     bundle: str = ""
     #: The item's number among the items its bundle decoded: the stitcher's key, unique even when
     #: two containers repeat an id.
@@ -156,9 +156,9 @@ class ItemResult:
     #: The stitched frame-aligned outputs, keyed as in `InferredChunk.frames`.
     frames: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: The windows' `per_window` outputs pooled into one per item (see `transforms.stitch`).
+    #: The windows' `per_window` outputs pooled into one per item (see `transforms.infer.stitch`).
     pooled: dict[str, np.ndarray] = field(default_factory=dict)
-    #: The item's `transcripts` row, once CTC decoding has made it (`transforms.ctc_decode`).
+    #: The item's `transcripts` row, once CTC decoding has made it (`transforms.write.ctc_decode`).
     transcript: dict[str, Any] | None = None
     #: The decoder's bundle (see `AudioChunk.bundle`).
     bundle: str = ""

@@ -12,7 +12,7 @@ pyarrow and pandas number it). Ids from a column must be unique across the input
 the first row of an id is its item, and a later row repeating it is an error row
 (`duplicate_id`) whose id is that row's `<file uri>#<row>`, so every id is in the tables once. A
 repeat across files is not detected: rows stream to disk as they finish, with no grouping of the
-whole corpus by id, so both are written (see the README, Ids and sources). `source` is `<file uri>#<row>` for
+whole corpus by id, so both are written (see docs/CORPORA.md, Ids and sources). `source` is `<file uri>#<row>` for
 embedded audio, the audio file's path otherwise.
 
 Reference text: `--text_column`, else the first of `decode_items.TEXT_FIELDS` the file has; a
@@ -41,7 +41,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.decode_items import (
+from transforms.read.decode_items import (
     METRICS_NAMESPACE,
     TEXT_FIELDS,
     UNREAD,
@@ -50,7 +50,7 @@ from transforms.decode_items import (
     reference_text,
     resolve_path,
 )
-from transforms.resume import skipped_counter
+from transforms.read.resume import skipped_counter
 
 #: Rows converted to Python objects at a time, within a row group.
 BATCH_ROWS = 32

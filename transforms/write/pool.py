@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.records import ItemResult, hidden_state_key
-from transforms.write_outputs import FEATURE_DTYPES, TableSpec
+from transforms.write.tables import FEATURE_DTYPES, TableSpec
 
 #: `--pool` values.
 POOLINGS = ("none", "mean")

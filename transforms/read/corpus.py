@@ -6,15 +6,15 @@ the rest of the pipeline does not know where audio came from. ::
 
     patterns -> ExpandBraces -> MatchInputs -> DistinctFiles -> ReadFiles, by kind:
         audio      -> one path item
-        webdataset -> transforms/read_webdataset.py
-        parquet    -> transforms/read_parquet_audio.py
-        manifest   -> transforms/read_manifest.py
+        webdataset -> transforms/read/webdataset.py
+        parquet    -> transforms/read/parquet_audio.py
+        manifest   -> transforms/read/manifest.py
     -> items (-> Reshuffle -> DecodeItems, in pipeline/graph.py)
 
 Items are what a cluster spreads over its workers: small (a path, or one utterance's encoded
 bytes), so that the one shuffle of the job moves these rather than audio samples or model outputs.
 
-Resume: given the ids already in the output folder (`transforms.resume.ReadExistingIds`), every
+Resume: given the ids already in the output folder (`transforms.read.resume.ReadExistingIds`), every
 reader leaves those items out before decoding them, and the error rows of those ids (a damaged
 shard's tail, a pattern that still matches nothing) are dropped too, so that a resumed run adds
 rows only for ids the folder does not hold yet.
@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from transforms.corpus_inputs import MatchInputs, expand_braces
-from transforms.decode_items import AudioItem
-from transforms.read_manifest import read_manifest
-from transforms.read_parquet_audio import ParquetColumns, read_parquet_file
-from transforms.read_webdataset import read_shard
+from transforms.read.decode_items import AudioItem
+from transforms.read.inputs import MatchInputs, expand_braces
+from transforms.read.manifest import read_manifest
+from transforms.read.parquet_audio import ParquetColumns, read_parquet_file
+from transforms.read.resume import skipped_counter
+from transforms.read.webdataset import read_shard
 from transforms.records import ERRORS_TAG, ErrorRecord
-from transforms.resume import skipped_counter
 
 #: Main output tag of `ReadCorpus`.
 ITEMS_TAG = "items"
@@ -60,7 +60,7 @@ class _ReadFiles(beam.DoFn):
     runner materializes a Flatten whole, which would hold every item of the corpus (the encoded
     audio of every tar member or Parquet cell) in memory before the first is decoded. A loose
     audio file is one path item, decoded by the same `DecodeItems` as container items.
-    The ids to leave out come as the side input `skip` (see `transforms.resume`).
+    The ids to leave out come as the side input `skip` (see `transforms.read.resume`).
     """
 
     def __init__(self, corpus: CorpusOptions) -> None:

@@ -42,8 +42,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from rapidfuzz.distance import Levenshtein
 
-from transforms.progress import METRICS_NAMESPACE
 from transforms.records import ErrorRecord, ItemResult
+from transforms.write.progress import METRICS_NAMESPACE
 
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc`\u00b4", "'"))
 _LONE_APOSTROPHE = re.compile(r"(?<![^\W_])'|'(?![^\W_])")

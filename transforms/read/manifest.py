@@ -34,8 +34,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.decode_audio import Span
-from transforms.decode_items import (
+from transforms.read.decode_audio import Span
+from transforms.read.decode_items import (
     METRICS_NAMESPACE,
     UNREAD,
     AudioItem,
@@ -43,7 +43,7 @@ from transforms.decode_items import (
     reference_text,
     resolve_path,
 )
-from transforms.resume import skipped_counter
+from transforms.read.resume import skipped_counter
 
 
 class ManifestLineError(ValueError):

@@ -8,7 +8,7 @@ per GPU however many SDK processes Dataflow starts. Everything TensorFlow (the m
 tf.function) is built inside `load_model`, because a traced function is not picklable and the
 handler itself is pickled into the job.
 
-Batches come from `transforms.batch_audio` (RunInference's own BatchElements knows nothing of
+Batches come from `transforms.infer.batch` (RunInference's own BatchElements knows nothing of
 audio length), so the handler skips RunInference's batching.
 
 The hot path is per batch: normalization is one numpy expression per item (the statistics are
@@ -49,7 +49,6 @@ from apache_beam.ml.inference.base import ModelHandler
 from models.ctc_beam_search import log_softmax
 from models.feature_extraction import Wav2Vec2FeatureExtractor
 from models.inference import bucket_for, padded_batch_size
-from transforms.progress import METRICS_NAMESPACE, record_progress
 from transforms.records import (
     CLASS_PROBABILITIES,
     CODES,
@@ -63,6 +62,7 @@ from transforms.records import (
     InferredChunk,
     hidden_state_key,
 )
+from transforms.write.progress import METRICS_NAMESPACE, record_progress
 
 _LOG = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ written under a hidden scratch name (`write_scratch`), and only then renames the
 (`publish`), so a reader sees a piece whole or not at all. The first item table is renamed last
 (`_WritePieces._commit`): an id in it has its rows in every table. Rows therefore reach disk while
 the job runs, a run killed at any point leaves every committed item, and `--skip_existing`
-resumes from there (`transforms.resume`).
+resumes from there (`transforms.read.resume`).
 
 Retries. A runner that retries a failed bundle (Dataflow does, up to four times) replays the same
 elements in the same order. The decoder names its bundle after the bundle's first item (where it
@@ -65,7 +65,6 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.progress import METRICS_NAMESPACE, record_progress
 from transforms.records import (
     CLASS_PROBABILITIES,
     CODES,
@@ -74,6 +73,7 @@ from transforms.records import (
     ItemResult,
     hidden_state_key,
 )
+from transforms.write.progress import METRICS_NAMESPACE, record_progress
 
 FEATURE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
@@ -90,7 +90,7 @@ TRANSCRIPTS_SCHEMA = pa.schema(
         pa.field("words", pa.list_(pa.struct([("word", pa.string()), *_TIMED])), nullable=False),
         pa.field("chars", pa.list_(pa.struct([("char", pa.string()), *_TIMED])), nullable=False),
         pa.field("model", pa.string(), nullable=False),
-        # The item's reference text and its scores (transforms/score.py); null without one.
+        # The item's reference text and its scores (transforms/write/score.py); null without one.
         pa.field("reference", pa.string()),
         pa.field("wer", pa.float64()),
         pa.field("cer", pa.float64()),
@@ -175,7 +175,7 @@ class TableSpec:
 
 
 def transcripts_table() -> TableSpec:
-    """Rows are the dicts `transforms.ctc_decode` attaches to items."""
+    """Rows are the dicts `transforms.write.ctc_decode` attaches to items."""
     return TableSpec(
         "transcripts",
         TRANSCRIPTS_SCHEMA,

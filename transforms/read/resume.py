@@ -11,7 +11,7 @@ touches the old ones, so after an interrupted run and a resumed one every id is 
 tables exactly once.
 
 What counts as done is what was committed: the writers commit pieces while the job runs
-(`transforms.write_outputs`), so a run killed at any moment is resumed from its last committed
+(`transforms.write.tables`), so a run killed at any moment is resumed from its last committed
 piece. Scratch files of a piece being written when the run died are hidden (`.<name>.tmp`) and
 are not read.
 
@@ -32,7 +32,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.progress import METRICS_NAMESPACE
+from transforms.write.progress import METRICS_NAMESPACE
 
 
 def skipped_counter() -> Metrics.DelegatingCounter:

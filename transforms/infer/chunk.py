@@ -28,7 +28,7 @@ Streaming: whether a window is the last depends on `n`, which a stream learns on
 window is therefore emitted once a sample past its end has arrived (then it is not the last) or the
 stream has ended (then it is). This holds at most one window plus one incoming block of samples,
 and it means the last window is only ever emitted after the source finished without error; the
-decoder's error contract (see `transforms/decode_items.py`) rests on that.
+decoder's error contract (see `transforms/read/decode_items.py`) rests on that.
 
 Stitching (`logit_stride`, `stitch_frames`): the reference converts a window's sample strides to
 frames with `ratio = 1 / align_to`::

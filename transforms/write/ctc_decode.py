@@ -17,7 +17,7 @@ every word look confident. Values are in (0, 1]; a word the model hesitated on s
 
 Beam search (`--decoder beam`, the default for a checkpoint that ships a `language_model/`) is
 `models.ctc_beam_search`, pyctcdecode's search, run in decoding processes beside the model
-(`transforms.lm_decode`, which also defines its word timings and confidence). Its rows have the
+(`transforms.write.lm_decode`, which also defines its word timings and confidence). Its rows have the
 same fields; their `chars` hold the words' characters only, with no entries for spaces.
 """
 
@@ -36,8 +36,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.decode_items import REFERENCE
-from transforms.lm_decode import BeamDecoding, discard_pool, shared_pool
+from transforms.read.decode_items import REFERENCE
 from transforms.records import (
     CTC_CONFIDENCE,
     CTC_IDS,
@@ -46,6 +45,7 @@ from transforms.records import (
     ErrorRecord,
     ItemResult,
 )
+from transforms.write.lm_decode import BeamDecoding, discard_pool, shared_pool
 
 
 def decode_ctc(

@@ -1,7 +1,7 @@
 """Beam stage: `AudioItem`s (utterances found inside corpus containers) in, `AudioChunk`s out.
 
 Tar shards, Parquet files and manifests hold many utterances each; their readers
-(`transforms.read_webdataset`, `read_parquet_audio`, `read_manifest`) turn each utterance into an
+(`transforms.read.webdataset`, `read_parquet_audio`, `read_manifest`) turn each utterance into an
 `AudioItem`: its id, where it came from, its encoded bytes or the path of its file (with an
 optional span), and its reference text; a loose file is one path item. This stage decodes and
 chunks every item as a stream (`open_audio` + `chunk_audio`). An item gives its windows, the last
@@ -12,7 +12,7 @@ exactly one `is_last` chunk, and the stitcher downstream learns of a failure fro
 that carries the windows it must drop. Each chunk is stamped with its bundle's name and its item's
 number in the bundle (`AudioChunk.bundle`, `serial`). An item's reference text travels in the
 chunks' metadata under `REFERENCE` to the transcripts table, where it is scored
-(`transforms.score`).
+(`transforms.write.score`).
 
 Why the readers emit items rather than chunks: the decode-and-account logic then lives once, the
 readers stay about their container layout, and the resume filter (`--skip_existing`) drops an
@@ -37,8 +37,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.chunk_audio import ChunkParams, chunk_audio
-from transforms.decode_audio import DEFAULT_BLOCK_S, AudioDecodeError, Span, open_audio
+from transforms.infer.chunk import ChunkParams, chunk_audio
+from transforms.read.decode_audio import DEFAULT_BLOCK_S, AudioDecodeError, Span, open_audio
 from transforms.records import (
     ERRORS_TAG,
     TARGET_SAMPLE_RATE,

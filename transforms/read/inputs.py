@@ -21,7 +21,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.decode_items import METRICS_NAMESPACE, item_error
+from transforms.read.decode_items import METRICS_NAMESPACE, item_error
 
 #: `--input_format` values; `auto` infers each file's kind from its name.
 INPUT_FORMATS = ("auto", "audio", "webdataset", "parquet", "manifest")

@@ -50,14 +50,14 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.decode_items import (
+from transforms.read.decode_items import (
     METRICS_NAMESPACE,
     UNREAD,
     AudioItem,
     item_error,
     reference_text,
 )
-from transforms.resume import skipped_counter
+from transforms.read.resume import skipped_counter
 
 #: Extensions of a sample's audio member.
 AUDIO_EXTENSIONS = frozenset({"flac", "wav", "mp3", "ogg", "opus"})

@@ -17,7 +17,7 @@ the windows the decoder had given before it failed. Its index tells how many chu
   the earliest stage's, once all of the item's chunks are in; the outputs of its windows are
   dropped as they come, so a failed item holds no frames.
 * windows 0..k with the last one marked `is_last` -> the windows' frame-aligned outputs are cut
-  and joined as the reference ASR pipeline does (`transforms.chunk_audio.stitch_frames`), and
+  and joined as the reference ASR pipeline does (`transforms.infer.chunk.stitch_frames`), and
   their per-window outputs (a classifier's probabilities) are pooled (`pool_windows`).
 * an item still incomplete when its bundle ends -> an error (stage `stitch`), so that no id
   vanishes even if that contract were broken.
@@ -36,7 +36,7 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.chunk_audio import stitch_frames
+from transforms.infer.chunk import stitch_frames
 from transforms.records import (
     TARGET_SAMPLE_RATE,
     ErrorRecord,
@@ -185,7 +185,7 @@ class StitchItems(beam.PTransform):
 
     One, not two tagged outputs: every result of a bundle then reaches the same writer, which
     names its pieces by the bundle and, on a retry, removes what a failed attempt of the bundle
-    left, whichever of its items succeeded this time (see `transforms.write_outputs`).
+    left, whichever of its items succeeded this time (see `transforms.write.tables`).
 
     `align_to` is the model's inputs-to-logits ratio (the reference's stride-to-frames factor);
     `feature_dtype` the dtype logits and hidden states will be written in. Items are counted
