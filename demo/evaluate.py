@@ -207,7 +207,7 @@ def evaluate(model_dir: str, count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of the rows, for the terminal and the README."""
+    """A Markdown table of the rows, for the terminal and docs/DEMO_MODEL.md."""
     lm = all("wer_lm" in row for row in rows)
     header = "| set | utterances | WER | CER |" + (" WER with LM | CER with LM |" if lm else "")
     lines = [header, "|---|---:|---:|---:|" + ("---:|---:|" if lm else "")]

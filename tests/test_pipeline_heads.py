@@ -7,13 +7,13 @@ windows and of 1, as module-scoped fixtures shared by all the checks:
 
 * the run writes the documented tables, with their documented columns;
 * the tables equal models/ called directly, one reference window at a time, on the same decoded
-  samples: labels identical and probabilities within 1e-4 (pooled as the README says:
+  samples: labels identical and probabilities within 1e-4 (pooled as docs/OUTPUTS.md says:
   per-window probabilities averaged, weighted by the audio each window keeps), codes identical,
   hidden states and logits within 1e-4 of the largest reference value, transcripts identical;
 * batched equals unbatched for every head.
 
 The window arithmetic below is the reference ASR pipeline's, written out independently of
-transforms/chunk_audio.py.
+transforms/infer/chunk.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pipeline_corpus import POCKETSPHINX
 
 from models import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, load_model
 from pipeline.__main__ import main
-from transforms.decode_audio import decode_audio
+from transforms.read.decode_audio import decode_audio
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"
@@ -50,7 +50,7 @@ KINDS = {
     "ctc": ("base", ["--outputs=transcripts,logits"], {"transcripts", "logits"}),
 }
 
-#: The columns the README documents for each table.
+#: The columns docs/OUTPUTS.md documents for each table.
 COLUMNS = {
     "classifications": [
         "id",

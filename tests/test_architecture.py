@@ -1,0 +1,97 @@
+"""docs/ARCHITECTURE.md against the code, and the layout's rules.
+
+- Every module the document names exists, and every module of the code's folders is named there.
+- Every stage of its data path is a named step of the job graph (pipeline/graph.py).
+- `models/` imports nothing from Beam, `transforms/`, `pipeline/`, `lm/` or `demo/`, and its
+  modules do not import each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+FOLDERS = ("pipeline", "transforms", "models", "lm", "demo")
+STAGES = (
+    "ReadCorpus",
+    "Reshuffle",
+    "DecodeItems",
+    "BatchAudio",
+    "RunInference",
+    "Stitch",
+    "CtcDecode",
+    "ScoreTranscripts",
+    "WriteOutputs",
+    "WriteReadErrors",
+)
+
+
+def _code_modules() -> set[str]:
+    return {
+        str(path.relative_to(REPO))
+        for folder in FOLDERS
+        for path in (REPO / folder).rglob("*.py")
+        if path.name != "__init__.py" or folder == "models"
+    }
+
+
+def test_every_module_named_exists_and_every_module_is_named() -> None:
+    named = set(re.findall(r"`((?:" + "|".join(FOLDERS) + r")/[\w/]+\.py)`", DOC))
+    assert named, "the document names no module"
+    assert sorted(path for path in named if not (REPO / path).is_file()) == []
+    assert sorted(_code_modules() - named) == []
+
+
+def test_every_stage_of_the_data_path_is_a_step_of_the_graph() -> None:
+    graph = (REPO / "pipeline" / "graph.py").read_text()
+    for stage in STAGES:
+        assert stage in DOC, stage
+        assert f'"{stage}"' in graph, stage
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_models_knows_nothing_of_beam_or_the_pipeline() -> None:
+    forbidden = ("apache_beam", "transforms", "pipeline", "lm", "demo")
+    for path in (REPO / "models").glob("*.py"):
+        wrong = [m for m in _imports(path) if m.split(".")[0] in forbidden]
+        assert wrong == [], (path.name, wrong)
+
+
+def test_models_modules_import_no_cycle() -> None:
+    graph = {
+        path.stem: {m.split(".")[1] for m in _imports(path) if m.startswith("models.")}
+        for path in (REPO / "models").glob("*.py")
+        if path.stem != "__init__"
+    }
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    assert [name for name in graph if reaches(name, name, {name})] == []
+
+
+def test_the_documents_links_lead_somewhere() -> None:
+    """Every relative link of the README and docs/ names a file that exists."""
+    documents = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = [
+        (document.name, target)
+        for document in documents
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text())
+        if "://" not in target and not (document.parent / target).exists()
+    ]
+    assert broken == []
