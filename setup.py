@@ -21,6 +21,9 @@ INSTALL_REQUIRES = [
     # Hugging Face checkpoints ship them). PyPI has only its source: pip builds it with the
     # machine's C++ compiler (about a minute; `g++` and the Python headers must be installed).
     "kenlm==0.3.0",
+    # Hub ids as checkpoint paths (`from_pretrained("facebook/wav2vec2-base-960h")`, --model_dir
+    # org/name): its cache layout, revisions, offline mode and downloads are the ecosystem's.
+    "huggingface_hub>=0.30,<3",
 ]
 
 setup(

@@ -33,6 +33,13 @@ _HOMES = {
     "Wav2Vec2Processor": "processing",
     "Wav2Vec2CTCTokenizer": "tokenizer",
     "CheckpointError": "weights",
+    "AutoConfig": "auto",
+    "AutoFeatureExtractor": "auto",
+    "AutoModelForCTC": "auto",
+    "AutoProcessor": "auto",
+    "AutoTokenizer": "auto",
+    "TFAutoModel": "auto",
+    "TFAutoModelForCTC": "auto",
 }
 
 
@@ -46,18 +53,28 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def load_model(path: str) -> Any:
-    """The model class that config.json's `architectures` names, loaded from `path`."""
+def load_model(path: str, revision: str | None = None) -> Any:
+    """The model class that config.json's `architectures` names, loaded from `path` (a folder,
+    a gs:// URL or a hub id)."""
+    from models import hub
     from models.configuration import Wav2Vec2Config
     from models.modeling_wav2vec2 import MODEL_CLASSES
 
+    path = hub.resolve(str(path), revision)
     config = Wav2Vec2Config.from_pretrained(path)
     return MODEL_CLASSES[config.architecture].from_pretrained(path)
 
 
 __all__ = [
     "MODEL_CLASSES",
+    "AutoConfig",
+    "AutoFeatureExtractor",
+    "AutoModelForCTC",
+    "AutoProcessor",
+    "AutoTokenizer",
     "CheckpointError",
+    "TFAutoModel",
+    "TFAutoModelForCTC",
     "TFWav2Vec2ForCTC",
     "TFWav2Vec2ForPreTraining",
     "TFWav2Vec2ForSequenceClassification",

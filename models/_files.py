@@ -1,4 +1,5 @@
-"""Read a checkpoint's files from a local folder or a remote URL (gs://, and anything fsspec knows).
+"""Read a checkpoint's files from a local folder, a remote URL (gs://, and anything fsspec knows),
+or a Hugging Face hub id (`models.hub`).
 
 Checkpoints live on local disk for tests and on GCS for Dataflow workers; the model, tokenizer and
 feature extractor all read through these few helpers so that both work the same way and a missing
@@ -11,21 +12,28 @@ import json
 import os
 from typing import Any
 
+from models import hub
+
 
 def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
 def join(folder: str, name: str) -> str:
-    """`folder/name` for a local folder or a URL."""
+    """`folder/name` for a local folder or a URL (a hub id's snapshot for reading: `source`)."""
     if _is_remote(folder):
         return folder.rstrip("/") + "/" + name
     return os.path.join(folder.removeprefix("file://"), name)
 
 
+def source(folder: str, name: str) -> str:
+    """The path or URL to read `folder/name` from; a hub id is resolved to its snapshot."""
+    return join(hub.resolve(folder), name)
+
+
 def exists(folder: str, name: str) -> bool:
     """Whether `name` is a file inside `folder`."""
-    path = join(folder, name)
+    path = source(folder, name)
     if _is_remote(path):
         import fsspec
 
@@ -36,7 +44,7 @@ def exists(folder: str, name: str) -> bool:
 
 def read_bytes(folder: str, name: str) -> bytes:
     """The whole content of `folder/name`; FileNotFoundError naming the full path if absent."""
-    path = join(folder, name)
+    path = source(folder, name)
     if not exists(folder, name):
         raise FileNotFoundError(f"{path}: no such file")
     if _is_remote(path):
@@ -54,7 +62,7 @@ def read_json(folder: str, name: str) -> Any:
     try:
         return json.loads(data)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{join(folder, name)}: not valid JSON ({error})") from None
+        raise ValueError(f"{source(folder, name)}: not valid JSON ({error})") from None
 
 
 def local_copy(folder: str, name: str) -> str:
@@ -63,7 +71,7 @@ def local_copy(folder: str, name: str) -> str:
     h5py and memory-mapped readers need a real file; remote files are fetched once into a
     temporary folder that lives as long as the process.
     """
-    path = join(folder, name)
+    path = source(folder, name)
     if not _is_remote(path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
@@ -74,14 +82,14 @@ def local_copy(folder: str, name: str) -> str:
     import fsspec
 
     target = os.path.join(tempfile.mkdtemp(prefix="wav2vec2-ckpt-"), os.path.basename(name))
-    with fsspec.open(path, "rb") as source, open(target, "wb") as handle:
-        shutil.copyfileobj(source, handle, 1 << 24)  # streamed: LM files run to gigabytes
+    with fsspec.open(path, "rb") as remote, open(target, "wb") as handle:
+        shutil.copyfileobj(remote, handle, 1 << 24)  # streamed: LM files run to gigabytes
     return target
 
 
 def list_names(folder: str, name: str) -> list[str]:
     """The entries of the folder `folder/name`, or [] when there is no such folder."""
-    path = join(folder, name)
+    path = source(folder, name)
     if _is_remote(path):
         import fsspec
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from models import _files
+from models import _files, hub
 
 #: Activations config.json may name, as transformers' ACT2FN spells them.
 SUPPORTED_ACTIVATIONS = frozenset(
@@ -154,8 +154,9 @@ class Wav2Vec2Config:
         return config
 
     @classmethod
-    def from_pretrained(cls, path: str) -> Wav2Vec2Config:
-        """Read config.json from a local folder or a gs:// URL."""
+    def from_pretrained(cls, path: str, revision: str | None = None) -> Wav2Vec2Config:
+        """Read config.json from a local folder, a gs:// URL or a hub id (`models.hub`)."""
+        path = hub.resolve(str(path), revision)
         raw = _files.read_json(path, "config.json")
         try:
             return cls.from_dict(raw)

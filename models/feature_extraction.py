@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from models import _files
+from models import _files, hub
 
 logger = logging.getLogger(__name__)
 
@@ -151,13 +151,15 @@ class Wav2Vec2FeatureExtractor:
         return cls(**{**config, **overrides})
 
     @classmethod
-    def from_pretrained(cls, path: str, **overrides: Any) -> Wav2Vec2FeatureExtractor:
+    def from_pretrained(
+        cls, path: str, revision: str | None = None, **overrides: Any
+    ) -> Wav2Vec2FeatureExtractor:
         """Load from a folder or URL holding `preprocessor_config.json`.
 
         A `processor_config.json` with a "feature_extractor" entry (what transformers 5 writes when
-        saving a whole processor) takes precedence, as in the reference.
+        saving a whole processor) takes precedence, as in the reference. `path` may be a hub id.
         """
-        path = str(path)
+        path = hub.resolve(str(path), revision)
         config = None
         if _files.exists(path, PROCESSOR_FILE):
             processor_config = _files.read_json(path, PROCESSOR_FILE)

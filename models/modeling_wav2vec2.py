@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from models import hub
 from models.configuration import Wav2Vec2Config
 from models.parameters import Layout, Parameter
 
@@ -574,10 +575,11 @@ class Wav2Vec2PreTrainedModel(_Layer):
         yield from super().named_parameters(prefix)
 
     @classmethod
-    def from_pretrained(cls, path: str) -> Wav2Vec2PreTrainedModel:
-        """Load a Hugging Face checkpoint folder (local or gs://)."""
+    def from_pretrained(cls, path: str, revision: str | None = None) -> Wav2Vec2PreTrainedModel:
+        """Load a Hugging Face checkpoint: a folder, a gs:// URL or a hub id (`models.hub`)."""
         from models.weights import load_checkpoint_into
 
+        path = hub.resolve(str(path), revision)
         config = Wav2Vec2Config.from_pretrained(path)
         model = cls(config)
         load_checkpoint_into(model, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models import hub
 from models.feature_extraction import BatchFeature, Wav2Vec2FeatureExtractor
 from models.tokenizer import Wav2Vec2CTCTokenizer, Wav2Vec2CTCTokenizerOutput
 
@@ -47,13 +48,15 @@ class Wav2Vec2Processor:
         self.tokenizer = tokenizer
 
     @classmethod
-    def from_pretrained(cls, path: str, **overrides: Any) -> Wav2Vec2Processor:
+    def from_pretrained(
+        cls, path: str, revision: str | None = None, **overrides: Any
+    ) -> Wav2Vec2Processor:
         """Load both halves from one folder or URL; overrides go to the tokenizer.
 
         (Overrides such as `do_lower_case` only make sense for the tokenizer; build the parts
-        yourself to override feature extractor settings.)
+        yourself to override feature extractor settings.) `path` may be a hub id.
         """
-        path = str(path)
+        path = hub.resolve(str(path), revision)
         return cls(
             Wav2Vec2FeatureExtractor.from_pretrained(path),
             Wav2Vec2CTCTokenizer.from_pretrained(path, **overrides),

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from models import _files
+from models import _files, hub
 from models.feature_extraction import (
     BatchFeature,
     convert_to_tensors,
@@ -635,14 +635,16 @@ class Wav2Vec2CTCTokenizer:
     # ------------------------------------------------------------------ loading and saving
 
     @classmethod
-    def from_pretrained(cls, path: str, **overrides: Any) -> Wav2Vec2CTCTokenizer:
+    def from_pretrained(
+        cls, path: str, revision: str | None = None, **overrides: Any
+    ) -> Wav2Vec2CTCTokenizer:
         """Load vocab.json (required), tokenizer_config.json and the legacy side files.
 
         Reads both layouts found on the hub: transformers 5 (`added_tokens_decoder` inside
         tokenizer_config.json) and older ones (special_tokens_map.json, added_tokens.json).
-        Keyword overrides win over the files, as with transformers.
+        Keyword overrides win over the files, as with transformers. `path` may be a hub id.
         """
-        path = str(path)
+        path = hub.resolve(str(path), revision)
         vocab = _files.read_json(path, VOCAB_FILE)
         config: dict[str, Any] = {}
         if _files.exists(path, TOKENIZER_CONFIG_FILE):
