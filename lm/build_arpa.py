@@ -131,13 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _save_into(checkpoint: Path, arpa: Path, args: argparse.Namespace) -> Path:
     """`alphabet.json` and `language_model/` in the checkpoint; returns the LM folder."""
+    from models.configuration import Wav2Vec2Config
     from models.ctc_beam_search import alphabet_from_vocab
     from models.language_model import FusionWeights, save_language_model
     from models.tokenizer import Wav2Vec2CTCTokenizer
 
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(checkpoint))
-    vocab = tokenizer.get_vocab()
-    labels = alphabet_from_vocab(sorted(vocab, key=vocab.get), tokenizer.word_delimiter_token)
+    # One label per logit column: tokens added beyond the model's vocabulary have no column.
+    columns = Wav2Vec2Config.from_pretrained(str(checkpoint)).vocab_size
+    labels = alphabet_from_vocab(
+        [tokenizer.convert_ids_to_tokens(i) for i in range(columns)],
+        tokenizer.word_delimiter_token,
+        tokenizer.pad_token,
+    )
     weights = FusionWeights(args.alpha, args.beta, args.unk_score_offset, True)
     return save_language_model(checkpoint, arpa, labels, weights)
 

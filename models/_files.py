@@ -68,14 +68,24 @@ def read_json(folder: str, name: str) -> Any:
 def local_copy(folder: str, name: str) -> str:
     """A local path holding `folder/name`: the file itself if local, else a cached download.
 
-    h5py and memory-mapped readers need a real file; remote files are fetched once into a
-    temporary folder that lives as long as the process.
+    h5py, KenLM and memory-mapped readers need a real file; remote files are fetched once per
+    process into a temporary folder that lives as long as the process.
     """
     path = source(folder, name)
     if not _is_remote(path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
         return path
+    if path not in _downloaded:
+        _downloaded[path] = _download(path, name)
+    return _downloaded[path]
+
+
+#: Remote path -> its local copy, in this process.
+_downloaded: dict[str, str] = {}
+
+
+def _download(path: str, name: str) -> str:
     import shutil
     import tempfile
 

@@ -63,15 +63,18 @@ class AlphabetError(ValueError):
     """The decoder's alphabet does not fit the tokenizer's vocabulary."""
 
 
-def alphabet_from_vocab(tokens_by_id: Sequence[str], word_delimiter: str = "|") -> list[str]:
+def alphabet_from_vocab(
+    tokens_by_id: Sequence[str], word_delimiter: str = "|", blank: str = "<pad>"
+) -> list[str]:
     """The decoder's labels for a CTC vocabulary, in id order, as pyctcdecode normalizes them.
 
-    `<pad>`/`[pad]` is the CTC blank (""), the word delimiter is a space, `<unk>` becomes "⁇";
-    other tokens (letters, `<s>`, `</s>`) are spelled as they are.
+    `<pad>`/`[pad]` (or the tokenizer's pad token, `blank`: CTC's blank is the pad id) is the
+    blank (""), the word delimiter is a space, `<unk>` becomes "⁇"; other tokens (letters, `<s>`,
+    `</s>`) are spelled as they are.
     """
     labels = []
     for token in tokens_by_id:
-        if _is_special(token, "pad"):
+        if token == blank or _is_special(token, "pad"):
             labels.append(BLANK)
         elif token == word_delimiter:
             labels.append(SPACE)
@@ -84,13 +87,15 @@ def alphabet_from_vocab(tokens_by_id: Sequence[str], word_delimiter: str = "|") 
     return labels
 
 
-def check_alphabet(labels: Sequence[str], tokens_by_id: Sequence[str], word_delimiter: str) -> None:
+def check_alphabet(
+    labels: Sequence[str], tokens_by_id: Sequence[str], word_delimiter: str, blank: str = "<pad>"
+) -> None:
     """Raise `AlphabetError` unless `labels` gives each logit column the tokenizer's meaning.
 
     transformers only checks that every token has some label; a label list in another order would
     still decode, into the wrong letters. Here position matters: label i must be token i.
     """
-    expected = alphabet_from_vocab(tokens_by_id, word_delimiter)
+    expected = alphabet_from_vocab(tokens_by_id, word_delimiter, blank)
     if len(labels) != len(expected):
         raise AlphabetError(
             f"the alphabet has {len(labels)} labels and the vocabulary {len(expected)} tokens"
@@ -299,7 +304,7 @@ class CtcBeamSearchDecoder:
         best = self._best(scorer.rank(_merge(ended), end_of_sentence=True), options)
         return [
             DecodedBeam(
-                " ".join(text.split()), list(zip(text.split(), frames, strict=True)), score, total
+                " ".join(text.split()), list(zip(text.split(), frames, strict=False)), score, total
             )
             for text, _, _, _, frames, _, score, total in best
         ]

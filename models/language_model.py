@@ -74,14 +74,16 @@ class NgramLanguageModel:
     """A loaded KenLM model with its known words and fusion weights."""
 
     def __init__(self, kenlm_model: Any, unigrams: list[str] | None, weights: FusionWeights):
+        import kenlm
+
         self._model = kenlm_model
+        self._new_state = kenlm.State
         self.weights = weights
         # pyctcdecode keeps only the unigrams the model knows; without a list every word is known
         # to the model only, and every partial word counts as unknown.
         self._unigrams = (
             None if unigrams is None else PrefixSet(w for w in unigrams if w in kenlm_model)
         )
-        self.order: int = kenlm_model.order
 
     @classmethod
     def load(cls, files: LanguageModelFiles) -> NgramLanguageModel:
@@ -109,9 +111,7 @@ class NgramLanguageModel:
         return None if self._unigrams is None else self._unigrams.words
 
     def start_state(self) -> Any:
-        import kenlm
-
-        state = kenlm.State()
+        state = self._new_state()
         if self.weights.score_boundary:
             self._model.BeginSentenceWrite(state)
         else:
@@ -120,15 +120,13 @@ class NgramLanguageModel:
 
     def score_word(self, state: Any, word: str, last: bool) -> tuple[float, Any]:
         """The fused score of `word` after `state`, and the state after it."""
-        import kenlm
-
-        after = kenlm.State()
+        after = self._new_state()
         score = self._model.BaseScore(state, word, after)
         unknown = self._unigrams is not None and len(self._unigrams) > 0
         if (unknown and word not in self._unigrams) or word not in self._model:
             score += self.weights.unk_score_offset
         if last and self.weights.score_boundary:
-            score = score + self._model.BaseScore(after, "</s>", kenlm.State())
+            score = score + self._model.BaseScore(after, "</s>", self._new_state())
         return self.weights.alpha * score * _LN_10 + self.weights.beta, after
 
     def score_partial_word(self, partial: str) -> float:

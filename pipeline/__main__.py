@@ -104,11 +104,13 @@ def held_native_stderr() -> Iterator[list[bytes]]:
 
 #: What TensorFlow's C++ layer prints on every start-up, before its logging is set up (so no
 #: setting silences it): notices about oneDNN, CUDA on a machine without a GPU, and the CPU
-#: instructions it was not compiled for. Nothing in them is about the job.
+#: instructions it was not compiled for. Nothing in them is about the job. Error lines are kept,
+#: but for cuInit's "unknown error" (303), which is what a machine without a CUDA driver gives.
 _STARTUP_NOTICES = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|[IWE]\d{4} [\d:. ]+ +\d+ (port|cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard)"
+    rb"|[IW]\d{4} [\d:. ]+ +\d+ (port|cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard)"
     rb"\.cc:\d+\]"
+    rb"|E\d{4} [\d:. ]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*\(303\)$"
     rb"|To enable the following instructions: )"
 )
 
@@ -170,6 +172,7 @@ def checked_decoding(
             lm_path=config.lm,
             tokens_by_id=[tokenizer.convert_ids_to_tokens(i) for i in range(model.vocab_size)],
             word_delimiter=tokenizer.word_delimiter_token,
+            blank=tokenizer.pad_token,
             seconds_per_frame=model.inputs_to_logits_ratio / 16_000,
             options=config.beam_search_options(),
             alpha=config.lm_alpha,

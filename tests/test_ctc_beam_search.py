@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -267,7 +268,59 @@ def test_an_item_the_decoder_cannot_decode_becomes_its_error_row() -> None:
     decode.setup()
     log_probs = log_softmax(LOGITS["heldout/00.flac"])
     item = ItemResult("a.wav", "a.wav", 1.0, 16_000, len(log_probs), {CTC_LOG_PROBS: log_probs})
+    item = replace(item, bundle="bundle-7")
     out = [*decode.process(item), *(v.value for v in decode.finish_bundle())]
     assert len(out) == 1 and isinstance(out[0], ErrorRecord), out
     assert (out[0].id, out[0].stage) == ("a.wav", "ctc_decode")
     assert "log-probabilities of shape" in out[0].error
+    assert out[0].bundle == "bundle-7"  # a retried bundle's writer finds this row's piece
+
+
+def test_a_pool_that_was_shut_down_is_replaced() -> None:
+    """Another thread, or a dead process, left the shared pool unusable: the next item gets a
+    new one, and its decoded row leaves its log-probabilities behind."""
+    from transforms.records import CTC_LOG_PROBS, ItemResult
+    from transforms.write.ctc_decode import _DecodeCtc
+    from transforms.write.lm_decode import shared_pool
+
+    labels = tuple(read_alphabet(str(LM_DIR)))
+    decoding = BeamDecoding(labels, BeamSearchOptions(), 0.02, "unused", use_lm=False)
+    decode = _DecodeCtc(str(FIXTURES.parents[1] / "demo_model"), 320, decoding, 1)
+    decode.setup()
+    shared_pool(decoding, 1).shutdown()
+    log_probs = log_softmax(LOGITS["heldout/00.flac"])
+    item = ItemResult("a.wav", "a.wav", 1.0, 16_000, len(log_probs), {CTC_LOG_PROBS: log_probs})
+    (out,) = [*decode.process(item), *(v.value for v in decode.finish_bundle())]
+    expected = CtcBeamSearchDecoder(labels).decode(log_probs)
+    assert out.transcript["transcript"] == expected.text
+    assert CTC_LOG_PROBS not in out.frames
+
+
+def test_hotwords_alone_ask_for_beam_search_and_weights_need_an_lm(tmp_path: Path) -> None:
+    from transforms.write.lm_decode import plan_decoding
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    common = {
+        "decoder": None,
+        "checkpoint": str(plain),
+        "lm_path": None,
+        "tokens_by_id": TOKENS,
+        "word_delimiter": "|",
+        "blank": "<pad>",
+        "seconds_per_frame": 0.02,
+    }
+    assert plan_decoding(**common, options=BeamSearchOptions()) is None
+    planned = plan_decoding(**common, options=BeamSearchOptions(hotwords=("MARTIN",)))
+    assert planned is not None and not planned.use_lm
+    with pytest.raises(LanguageModelError, match="--lm_alpha/--lm_beta weigh an LM"):
+        plan_decoding(**common, options=BeamSearchOptions(), alpha=0.7)
+
+
+def test_the_blank_is_the_pad_token_whatever_its_name() -> None:
+    assert alphabet_from_vocab(["<blank>", "|", "A", "<unk>"], "|", "<blank>") == [
+        "",
+        " ",
+        "A",
+        "⁇",
+    ]

@@ -259,12 +259,15 @@ def test_only_the_start_up_notices_are_dropped() -> None:
     held = (
         b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
         b"I0000 00:00:1796080759.149339   22517 port.cc:153] oneDNN custom operations are on.\n"
-        b"E0000 00:00:1796080759.402587   22517 cuda_platform.cc:52] failed call to cuInit\n"
+        b"E0000 00:00:1796080759.402587   22517 cuda_platform.cc:52] failed call to cuInit: "
+        b"INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+        b"E0000 00:00:1796080759.5   22517 cuda_executor.cc:1228] could not create context\n"
         b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild\n"
         b"W0000 00:00:1796080759.5   22517 op_kernel.cc:1840] OP_REQUIRES failed: out of memory\n"
         b"something else\n"
     )
     assert without_startup_notices(held) == (
+        b"E0000 00:00:1796080759.5   22517 cuda_executor.cc:1228] could not create context\n"
         b"W0000 00:00:1796080759.5   22517 op_kernel.cc:1840] OP_REQUIRES failed: out of memory\n"
         b"something else\n"
     )

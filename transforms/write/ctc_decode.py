@@ -45,7 +45,7 @@ from transforms.records import (
     ErrorRecord,
     ItemResult,
 )
-from transforms.write.lm_decode import BeamDecoding, discard_pool, shared_pool
+from transforms.write.lm_decode import BeamDecoding, DecodePool, discard_pool, shared_pool
 
 
 def decode_ctc(
@@ -102,8 +102,9 @@ class _DecodeCtc(beam.DoFn):
     """Greedy decoding inline; beam search handed to the shared pool of decoding processes.
 
     A beam-searched item waits in `_pending` (oldest first) while the model goes on with the next
-    batch; the oldest finished ones leave at each call, and at most `2 x processes + 2` wait, so
-    memory stays flat however far inference runs ahead of decoding.
+    batch; the oldest finished ones leave at each call, and at most `2 x processes + 2` wait per
+    DoFn instance (one per harness thread), so memory stays flat however far inference runs
+    ahead of decoding.
     """
 
     def __init__(
@@ -118,7 +119,7 @@ class _DecodeCtc(beam.DoFn):
         from models.tokenizer import Wav2Vec2CTCTokenizer
 
         self._tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(self._model_dir)
-        self._pending: deque[tuple[ItemResult, Future]] = deque()
+        self._pending: deque[tuple[ItemResult, DecodePool, Future]] = deque()
 
     def process(self, item: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
         if isinstance(item, ErrorRecord):  # on to the writer as it is
@@ -130,30 +131,42 @@ class _DecodeCtc(beam.DoFn):
             )
             yield replace(item, transcript=self._row(item, text, chars, words))
             return
-        self._pool = shared_pool(self._beam, self._processes)
-        self._pending.append((item, self._pool.submit(item.frames[CTC_LOG_PROBS])))
+        self._pending.append((item, *self._submit(item.frames[CTC_LOG_PROBS])))
         limit = 2 * self._processes + 2
-        while self._pending and (self._pending[0][1].done() or len(self._pending) > limit):
+        while self._pending and (self._pending[0][2].done() or len(self._pending) > limit):
             yield self._finished(*self._pending.popleft())
+
+    def _submit(self, log_probs: np.ndarray) -> tuple[DecodePool, Future]:
+        """Hand an item to the pool; a pool whose processes died is replaced once."""
+        pool = shared_pool(self._beam, self._processes)
+        try:
+            return pool, pool.submit(log_probs)
+        except (BrokenProcessPool, RuntimeError):  # broken, or shut down by another thread
+            discard_pool(pool)
+            pool = shared_pool(self._beam, self._processes)
+            return pool, pool.submit(log_probs)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         while self._pending:
             result = self._finished(*self._pending.popleft())
             yield WindowedValue(result, MIN_TIMESTAMP, [GlobalWindow()])
 
-    def _finished(self, item: ItemResult, decoded: Future) -> ItemResult | ErrorRecord:
+    def _finished(
+        self, item: ItemResult, pool: DecodePool, decoded: Future
+    ) -> ItemResult | ErrorRecord:
         try:
             text, chars, words = decoded.result()
         except BrokenProcessPool as error:  # a decoding process died (out of memory, killed)
-            discard_pool(self._pool)
-            return ErrorRecord(
-                item.id, item.source, "ctc_decode", f"decoding process died: {error}"
-            )
+            discard_pool(pool)
+            return self._failed(item, f"decoding process died: {error}")
         except Exception as error:  # one item's failure is its error row
-            return ErrorRecord(
-                item.id, item.source, "ctc_decode", f"{type(error).__name__}: {error}"
-            )
-        return replace(item, transcript=self._row(item, text, chars, words))
+            return self._failed(item, f"{type(error).__name__}: {error}")
+        return replace(item, transcript=self._row(item, text, chars, words), frames=_written(item))
+
+    @staticmethod
+    def _failed(item: ItemResult, reason: str) -> ErrorRecord:
+        # The bundle names the writer's pieces: a retried bundle must find this row's piece.
+        return ErrorRecord(item.id, item.source, "ctc_decode", reason, bundle=item.bundle)
 
     def _row(
         self, item: ItemResult, text: str, chars: list[dict], words: list[dict]
@@ -170,6 +183,12 @@ class _DecodeCtc(beam.DoFn):
             "model": self._model_dir,
             "reference": item.metadata.get(REFERENCE),
         }
+
+
+def _written(item: ItemResult) -> dict[str, np.ndarray]:
+    """The item's frames without its log-probabilities: decoded, they would only weigh on the
+    writer's buffer (vocabulary x 50 floats per second), which `--piece_mb` does not count."""
+    return {name: array for name, array in item.frames.items() if name != CTC_LOG_PROBS}
 
 
 class CtcDecode(beam.PTransform):

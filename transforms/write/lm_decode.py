@@ -39,6 +39,7 @@ from models.ctc_beam_search import (
     check_alphabet,
 )
 from models.language_model import (
+    LanguageModelError,
     LanguageModelFiles,
     NgramLanguageModel,
     locate_language_model,
@@ -113,6 +114,7 @@ def plan_decoding(
     lm_path: str | None,
     tokens_by_id: list[str],
     word_delimiter: str,
+    blank: str,
     seconds_per_frame: float,
     options: BeamSearchOptions,
     alpha: float | None = None,
@@ -121,7 +123,7 @@ def plan_decoding(
     """How to decode transcripts: None for greedy, else a beam decoding checked end to end.
 
     `decoder` None means beam search exactly when there is an LM (`lm_path`, or the checkpoint's
-    `language_model/`), as transformers' ASR pipeline does. Everything a worker will load is
+    `language_model/`), as transformers' ASR pipeline does, or hotwords to favour. Everything a worker will load is
     loaded here once, so that a bad LM stops the job before it starts: `LanguageModelError` for
     an LM file or folder that cannot be used, `AlphabetError` for an alphabet.json that does not
     give each logit column the tokenizer's token, or an LM spelled in characters the vocabulary
@@ -130,13 +132,18 @@ def plan_decoding(
     if decoder == "greedy":
         return None
     files = locate_language_model(checkpoint, lm_path)
-    if decoder is None and files is None:
+    if files is None and (alpha is not None or beta is not None):
+        raise LanguageModelError(
+            f"--lm_alpha/--lm_beta weigh an LM, and {checkpoint} has no language_model/ "
+            "(give one with --lm)"
+        )
+    if decoder is None and files is None and not options.hotwords:
         return None
     labels = read_alphabet(checkpoint) if files is not None and lm_path is None else None
     if labels is not None:
-        check_alphabet(labels, tokens_by_id, word_delimiter)
+        check_alphabet(labels, tokens_by_id, word_delimiter, blank)
     else:
-        labels = alphabet_from_vocab(tokens_by_id, word_delimiter)
+        labels = alphabet_from_vocab(tokens_by_id, word_delimiter, blank)
     decoding = BeamDecoding(
         tuple(labels),
         options,
@@ -147,7 +154,9 @@ def plan_decoding(
         alpha=alpha,
         beta=beta,
     )
-    loaded = load_decoder(decoding.labels, decoding.language_model_files())
+    loaded = load_decoder(
+        decoding.labels, None if files is None else files.with_weights(alpha=alpha, beta=beta)
+    )
     if loaded.language_model is not None:
         _check_spelling(loaded.language_model, decoding.labels, files.kenlm_path)
     return decoding
