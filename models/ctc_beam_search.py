@@ -335,7 +335,9 @@ class _BeamScorer:
         if self._lm is None:
             for text, next_word, part, last, frames, part_frames, score in beams:
                 text = _join(text, next_word)
-                total = score + hotwords.score(text) + hotwords.score_partial(part)
+                total = score  # adding two 0.0 hotword scores would change nothing
+                if hotwords:
+                    total = score + hotwords.score(text) + hotwords.score_partial(part)
                 ranked.append((text, "", part, last, frames, part_frames, score, total))
             return ranked
         for text, next_word, part, last, frames, part_frames, score in beams:

@@ -90,12 +90,14 @@ def test_equals_transformers_processor_with_lm(decoder: CtcBeamSearchDecoder, se
         decoder.language_model.weights = FusionWeights()
 
 
-def test_equals_pyctcdecode_without_an_lm_with_hotwords() -> None:
+@pytest.mark.parametrize("hotwords", [(), ("MARTIN",)])
+def test_equals_pyctcdecode_without_an_lm(hotwords: tuple[str, ...]) -> None:
     plain = CtcBeamSearchDecoder(read_alphabet(str(LM_DIR)))
-    options = BeamSearchOptions(hotwords=("MARTIN",), hotword_weight=6.0)
+    options = BeamSearchOptions(hotwords=hotwords, hotword_weight=6.0)
+    setting = "no_lm_hotwords" if hotwords else "no_lm"
     for name in LOGITS.files:
         got = plain.decode(log_softmax(LOGITS[name]), options)
-        _same(REFERENCE["expected"][name]["no_lm_hotwords"], got, name)
+        _same(REFERENCE["expected"][name][setting], got, name)
 
 
 def test_the_lm_helps_on_held_out_speech(decoder: CtcBeamSearchDecoder) -> None:
