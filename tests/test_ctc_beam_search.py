@@ -14,6 +14,7 @@ import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pytest
 
@@ -102,7 +103,6 @@ def test_equals_pyctcdecode_without_an_lm(hotwords: tuple[str, ...]) -> None:
 
 def test_the_lm_helps_on_held_out_speech(decoder: CtcBeamSearchDecoder) -> None:
     """Not parity: the point of it. Fewer word errors than the frame-wise argmax."""
-    jiwer = pytest.importorskip("jiwer")
     references, greedy, beam = [], [], []
     for name, text in REFERENCE["references"].items():
         logits = LOGITS[name]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kenlm
 import pytest
 
 from lm.arpa import ArpaModel, read_arpa, write_arpa
@@ -185,7 +186,6 @@ def test_every_context_sums_to_one(tmp_path, prune):
 
 @pytest.mark.parametrize(("order", "prune"), [(2, (0,)), (3, (0,)), (4, (0, 0, 1)), (3, (0, 1))])
 def test_kenlm_scores_match_back_off_semantics(tmp_path, order, prune):
-    kenlm = pytest.importorskip("kenlm")
     corpus = _random_corpus(2, 300)
     path, model = _model(tmp_path, corpus, order=order, prune=prune)
     loaded = kenlm.Model(str(path))
@@ -240,7 +240,6 @@ def _build(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_command_writes_a_model_kenlm_loads(tmp_path):
-    kenlm = pytest.importorskip("kenlm")
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join([*HAND_CORPUS, "", "  a   c  "]) + "\n")
     more = tmp_path / "more.txt"

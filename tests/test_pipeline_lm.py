@@ -9,9 +9,11 @@ the job before it starts, in one line, with exit status 3.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import jiwer
 import pyarrow.parquet as pq
 import pytest
 
@@ -139,7 +141,7 @@ def test_a_bad_lm_is_refused_in_one_line(
     assert code == EXIT_BAD_MODEL
     assert err.count("\n") == 1, err
     assert err.startswith("error: cannot use the language model: "), err
-    assert pytest.importorskip("re").search(message, err), err
+    assert re.search(message, err), err
 
 
 def test_lm_flags_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -159,7 +161,6 @@ def test_lm_flags_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 def test_an_lm_built_from_text_into_a_checkpoint_is_its_default(tmp_path: Path) -> None:
     """`python -m lm.build_arpa --checkpoint`: text in, a checkpoint that decodes with it."""
-    jiwer = pytest.importorskip("jiwer")
     from demo import corpus as demo_corpus
     from lm.build_arpa import main as build_arpa
 
