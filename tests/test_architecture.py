@@ -12,21 +12,11 @@ import ast
 import re
 from pathlib import Path
 
+from test_dataflow import STAGES  # the job graph's step names, in order
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = (REPO / "docs" / "ARCHITECTURE.md").read_text()
 FOLDERS = ("pipeline", "transforms", "models", "lm", "demo")
-STAGES = (
-    "ReadCorpus",
-    "Reshuffle",
-    "DecodeItems",
-    "BatchAudio",
-    "RunInference",
-    "Stitch",
-    "CtcDecode",
-    "ScoreTranscripts",
-    "WriteOutputs",
-    "WriteReadErrors",
-)
 
 
 def _code_modules() -> set[str]:
