@@ -1,7 +1,10 @@
-"""Our own TensorFlow Wav2Vec2, loading Hugging Face checkpoints without torch or transformers.
+"""Our own Wav2Vec2, in TensorFlow and in JAX/Flax, loading Hugging Face checkpoints without torch
+or transformers.
 
-The public names mirror transformers' TFWav2Vec2 documentation, so its examples run with only
-the import changed. This package knows nothing of Beam.
+The public names mirror transformers' TFWav2Vec2 and FlaxWav2Vec2 documentation, so its examples
+run with only the import changed. This package knows nothing of Beam. Each backend is imported
+only when one of its names is first used, so the Flax classes work where TensorFlow is not
+installed, and the TF ones where JAX is not.
 
 Importing it turns on TensorFlow's oneDNN kernels unless TF_ENABLE_ONEDNN_OPTS is already set:
 TensorFlow leaves them off on CPUs without AVX512-VNNI, AVX512-BF16 or AMX, where its own GEMM is
@@ -16,19 +19,27 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 from typing import Any
 
 # Names resolve on first use (PEP 562): the decoding processes import `models.ctc_beam_search`
-# and the LM, and should not pay for TensorFlow, which `modeling_wav2vec2` imports.
+# and the LM, and should not pay for TensorFlow (`modeling_wav2vec2`) or JAX
+# (`modeling_flax_wav2vec2`); neither backend needs the other installed.
 _HOMES = {
     "UnsupportedConfigError": "configuration",
     "Wav2Vec2Config": "configuration",
     "Wav2Vec2FeatureExtractor": "feature_extraction",
     "Wav2Vec2Runner": "inference",
     "compute_mask_indices": "masking",
+    "FLAX_MODEL_CLASSES": "modeling_flax_wav2vec2",
+    "FlaxWav2Vec2ForCTC": "modeling_flax_wav2vec2",
+    "FlaxWav2Vec2ForPreTraining": "modeling_flax_wav2vec2",
+    "FlaxWav2Vec2ForSequenceClassification": "modeling_flax_wav2vec2",
+    "FlaxWav2Vec2Model": "modeling_flax_wav2vec2",
+    "FlaxWav2Vec2PreTrainedModel": "modeling_flax_wav2vec2",
+    "_compute_mask_indices": "modeling_flax_wav2vec2",
     "MODEL_CLASSES": "modeling_wav2vec2",
     "TFWav2Vec2ForCTC": "modeling_wav2vec2",
     "TFWav2Vec2ForPreTraining": "modeling_wav2vec2",
     "TFWav2Vec2ForSequenceClassification": "modeling_wav2vec2",
     "TFWav2Vec2Model": "modeling_wav2vec2",
-    "Wav2Vec2Output": "modeling_wav2vec2",
+    "Wav2Vec2Output": "outputs",
     "Wav2Vec2PreTrainedModel": "modeling_wav2vec2",
     "Wav2Vec2Processor": "processing",
     "Wav2Vec2CTCTokenizer": "tokenizer",
@@ -53,19 +64,31 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def load_model(path: str, revision: str | None = None) -> Any:
+#: The model backends: TensorFlow, and JAX/Flax.
+BACKENDS = ("tf", "jax")
+
+
+def load_model(path: str, revision: str | None = None, backend: str = "tf") -> Any:
     """The model class that config.json's `architectures` names, loaded from `path` (a folder,
-    a gs:// URL or a hub id)."""
+    a gs:// URL or a hub id), in `backend` ("tf" or "jax")."""
     from models import hub
     from models.configuration import Wav2Vec2Config
-    from models.modeling_wav2vec2 import MODEL_CLASSES
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "jax":
+        from models.modeling_flax_wav2vec2 import FLAX_MODEL_CLASSES as classes
+    else:
+        from models.modeling_wav2vec2 import MODEL_CLASSES as classes
 
     path = hub.resolve(str(path), revision)
     config = Wav2Vec2Config.from_pretrained(path)
-    return MODEL_CLASSES[config.architecture].from_pretrained(path)
+    return classes[config.architecture].from_pretrained(path)
 
 
 __all__ = [
+    "BACKENDS",
+    "FLAX_MODEL_CLASSES",
     "MODEL_CLASSES",
     "AutoConfig",
     "AutoFeatureExtractor",
@@ -73,6 +96,11 @@ __all__ = [
     "AutoProcessor",
     "AutoTokenizer",
     "CheckpointError",
+    "FlaxWav2Vec2ForCTC",
+    "FlaxWav2Vec2ForPreTraining",
+    "FlaxWav2Vec2ForSequenceClassification",
+    "FlaxWav2Vec2Model",
+    "FlaxWav2Vec2PreTrainedModel",
     "TFAutoModel",
     "TFAutoModelForCTC",
     "TFWav2Vec2ForCTC",
@@ -87,6 +115,7 @@ __all__ = [
     "Wav2Vec2PreTrainedModel",
     "Wav2Vec2Processor",
     "Wav2Vec2Runner",
+    "_compute_mask_indices",
     "compute_mask_indices",
     "load_model",
 ]

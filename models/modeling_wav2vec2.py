@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ import tensorflow as tf
 
 from models import hub
 from models.configuration import Wav2Vec2Config
+from models.outputs import Wav2Vec2Output
 from models.parameters import Layout, Parameter
 
 _NEG_INF = -1e9  # additive attention bias for padded keys; finite so all-padded rows stay finite
@@ -420,32 +420,6 @@ class Encoder(_Layer):
         if self.pre_norm:
             x = self.layer_norm(x)
         return x, states
-
-
-@dataclass
-class Wav2Vec2Output:
-    """What a model call returns; fields a head does not produce are None.
-
-    Attribute access as in transformers' output classes, plus `output["logits"]`.
-    """
-
-    last_hidden_state: tf.Tensor | None = None
-    extract_features: tf.Tensor | None = None
-    hidden_states: tuple[tf.Tensor, ...] | None = None
-    logits: tf.Tensor | None = None
-    loss: tf.Tensor | None = None
-    projected_states: tf.Tensor | None = None
-    projected_quantized_states: tf.Tensor | None = None
-    codevector_perplexity: tf.Tensor | None = None
-    codevector_ids: tf.Tensor | None = None
-    #: (B, T) 1.0 on each item's valid frames, when an attention mask was given.
-    frame_mask: tf.Tensor | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
 class Wav2Vec2MainLayer(_Layer):

@@ -1,4 +1,6 @@
-"""Our TF Wav2Vec2 against the reference (transformers, PyTorch) on the fixture checkpoints.
+"""Our Wav2Vec2, TF and Flax, against the reference (transformers, PyTorch) on the fixture checkpoints.
+
+Every test that takes `models_by_name` runs once per backend (TensorFlow and JAX/Flax).
 
 The fixtures are tiny random-weight checkpoints in the real Hugging Face layout, with the
 reference's outputs saved by tests/fixtures/make_reference.py. Tolerance: the largest absolute
@@ -14,6 +16,10 @@ import numpy as np
 import pytest
 
 from models import (
+    FlaxWav2Vec2ForCTC,
+    FlaxWav2Vec2ForPreTraining,
+    FlaxWav2Vec2ForSequenceClassification,
+    FlaxWav2Vec2Model,
     TFWav2Vec2ForCTC,
     TFWav2Vec2ForPreTraining,
     TFWav2Vec2ForSequenceClassification,
@@ -54,14 +60,30 @@ def single(index: int) -> np.ndarray:
     return INPUTS[f"input_values_{index}"][None, :]
 
 
-@pytest.fixture(scope="module")
-def models_by_name() -> dict:
+#: The class of each fixture checkpoint, per backend.
+CLASSES = {
+    "tf": {
+        "base": TFWav2Vec2ForCTC,
+        "lv60": TFWav2Vec2ForCTC,
+        "bare": TFWav2Vec2Model,
+        "seqcls": TFWav2Vec2ForSequenceClassification,
+        "pretrain": TFWav2Vec2ForPreTraining,
+    },
+    "jax": {
+        "base": FlaxWav2Vec2ForCTC,
+        "lv60": FlaxWav2Vec2ForCTC,
+        "bare": FlaxWav2Vec2Model,
+        "seqcls": FlaxWav2Vec2ForSequenceClassification,
+        "pretrain": FlaxWav2Vec2ForPreTraining,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CLASSES))
+def models_by_name(request: pytest.FixtureRequest) -> dict:
     return {
-        "base": TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base")),
-        "lv60": TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "lv60")),
-        "bare": TFWav2Vec2Model.from_pretrained(str(CHECKPOINTS / "bare")),
-        "seqcls": TFWav2Vec2ForSequenceClassification.from_pretrained(str(CHECKPOINTS / "seqcls")),
-        "pretrain": TFWav2Vec2ForPreTraining.from_pretrained(str(CHECKPOINTS / "pretrain")),
+        name: cls.from_pretrained(str(CHECKPOINTS / name))
+        for name, cls in CLASSES[request.param].items()
     }
 
 
@@ -189,7 +211,8 @@ def test_decoded_text_and_offsets_match_reference(models_by_name: dict, name: st
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(CHECKPOINTS / name))
     decoded = reference_json(name)["decoded"]
     ids = [
-        np.argmax(models_by_name[name](single(u)).logits[0].numpy(), axis=-1) for u in UTTERANCES
+        np.argmax(np.asarray(models_by_name[name](single(u)).logits[0]), axis=-1)
+        for u in UTTERANCES
     ]
     for u in UTTERANCES:
         np.testing.assert_array_equal(ids[u], reference(name)[f"argmax_{u}"])
@@ -208,7 +231,7 @@ def test_sequence_classification_labels_match_reference(models_by_name: dict) ->
     info = reference_json("seqcls")
     ref = reference("seqcls")
     for u in UTTERANCES:
-        logits = model(single(u)).logits[0].numpy()
+        logits = np.asarray(model(single(u)).logits[0])
         assert_close(logits, ref[f"logits_{u}"], f"seqcls logits {u}")
         label = model.config.id2label[int(np.argmax(logits))]
         assert label == info["predicted_labels"][u]
@@ -228,7 +251,7 @@ def test_pretraining_outputs_and_codevector_ids_match_reference(models_by_name: 
         np.testing.assert_allclose(
             float(out.codevector_perplexity), float(ref[f"codevector_perplexity_{u}"]), rtol=1e-5
         )
-        np.testing.assert_array_equal(out.codevector_ids[0].numpy(), ref[f"codevector_ids_{u}"])
+        np.testing.assert_array_equal(np.asarray(out.codevector_ids[0]), ref[f"codevector_ids_{u}"])
     masked = model(single(1), mask_time_indices=ref["masked_mask_time_indices"])
     assert_close(masked.last_hidden_state[0], ref["masked_last_hidden_state"], "masked last hidden")
     assert_close(masked.projected_states[0], ref["masked_projected_states"], "masked projected")
@@ -258,23 +281,25 @@ def test_mask_indices_match_reference_draws() -> None:
         np.testing.assert_array_equal(ours, ref[case["key"]], err_msg=case["key"])
 
 
-def test_load_model_picks_the_class_from_config() -> None:
-    assert type(load_model(str(CHECKPOINTS / "seqcls"))) is TFWav2Vec2ForSequenceClassification
-    assert type(load_model(str(CHECKPOINTS / "pretrain"))) is TFWav2Vec2ForPreTraining
-    assert type(load_model(str(CHECKPOINTS / "bare"))) is TFWav2Vec2Model
+@pytest.mark.parametrize("backend", sorted(CLASSES))
+def test_load_model_picks_the_class_from_config(backend: str) -> None:
+    for name in ("base", "seqcls", "pretrain", "bare"):
+        model = load_model(str(CHECKPOINTS / name), backend=backend)
+        assert type(model) is CLASSES[backend][name]
 
 
-def test_bare_model_loads_a_ctc_checkpoint_without_its_head() -> None:
-    bare = TFWav2Vec2Model.from_pretrained(str(CHECKPOINTS / "base"))
+@pytest.mark.parametrize("backend", sorted(CLASSES))
+def test_bare_model_loads_a_ctc_checkpoint_without_its_head(backend: str) -> None:
+    bare = CLASSES[backend]["bare"].from_pretrained(str(CHECKPOINTS / "base"))
     ref = reference("base")
     out = bare(single(0))
     assert_close(out.last_hidden_state[0], ref["last_hidden_state_0"], "bare from CTC checkpoint")
 
 
-def test_numpy_lists_and_tensors_are_accepted(models_by_name: dict) -> None:
+def test_numpy_lists_and_tensors_are_accepted() -> None:
     import tensorflow as tf
 
-    model = models_by_name["base"]
+    model = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base"))
     expected = model(single(0)).logits.numpy()
     as_list = model(single(0).tolist()).logits.numpy()
     as_tensor = model(tf.constant(single(0).astype(np.float64))).logits.numpy()
@@ -285,11 +310,13 @@ def test_numpy_lists_and_tensors_are_accepted(models_by_name: dict) -> None:
 def test_tf_h5_checkpoint_loads_to_the_same_outputs_as_its_safetensors_twin(
     models_by_name: dict,
 ) -> None:
-    """tf_model.h5 written by transformers 4.57's TF classes, same weights as `base`."""
-    h5_model = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base_h5"))
+    """tf_model.h5 written by transformers 4.57's TF classes, same weights as `base`; each
+    backend loads it."""
+    backend = "jax" if isinstance(models_by_name["base"], FlaxWav2Vec2ForCTC) else "tf"
+    h5_model = CLASSES[backend]["base"].from_pretrained(str(CHECKPOINTS / "base_h5"))
     assert not (CHECKPOINTS / "base_h5" / "model.safetensors").exists()
     for u in UTTERANCES:
-        ours = h5_model(single(u)).logits[0].numpy()
-        twin = models_by_name["base"](single(u)).logits[0].numpy()
+        ours = np.asarray(h5_model(single(u)).logits[0])
+        twin = np.asarray(models_by_name["base"](single(u)).logits[0])
         assert_close(ours, twin, f"h5 vs safetensors logits {u}")
         assert_close(ours, reference("base_h5")[f"logits_{u}"], f"h5 vs TF reference {u}")
