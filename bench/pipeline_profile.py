@@ -66,8 +66,8 @@ def profile(checkpoint: str, minutes: float, precision: str, work: Path) -> dict
     import pyarrow.parquet as pq
     import soxr
 
+    from models.batching import bucket_for
     from models.feature_extraction import Wav2Vec2FeatureExtractor
-    from models.inference import bucket_for
     from models.tokenizer import Wav2Vec2CTCTokenizer
     from transforms.read.decode_audio import decode_audio
     from transforms.write.ctc_decode import decode_ctc

@@ -63,6 +63,7 @@ def inference_spec(
         ladder=ladder_for(config.chunk_length_s, model.inputs_to_logits_ratio),
         precision=config.precision,
         jit_compile=config.jit_compile,
+        backend=config.backend,
         classify="classifications" in config.outputs,
         codes="codes" in config.outputs,
     )

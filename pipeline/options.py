@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from models import BACKENDS
+from models.batching import PRECISIONS
 from models.ctc_beam_search import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT, BeamSearchOptions
 from transforms.infer.chunk import ChunkParams, chunk_params
 from transforms.read.inputs import INPUT_FORMATS
@@ -55,10 +57,6 @@ DECODERS = ("greedy", "beam")
 
 #: Codes are written as int16, so a codevector group may hold at most this many entries.
 MAX_CODEVECTORS_PER_GROUP = 2**15
-
-#: `models.inference.PRECISIONS`, repeated so that checking a command line does not import
-#: TensorFlow (a test keeps the two equal): a typo is then refused at once, and in one line.
-PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 class OptionsError(ValueError):
@@ -119,7 +117,14 @@ class Wav2Vec2Options(PipelineOptions):
             help=f"Matmul precision, one of {','.join(PRECISIONS)} (default float32).",
         )
         parser.add_argument(
-            "--jit_compile", action="store_true", help="Compile the forward pass with XLA."
+            "--jit_compile",
+            action="store_true",
+            help="Compile the TF forward pass with XLA (the jax backend always compiles).",
+        )
+        parser.add_argument(
+            "--backend",
+            default="tf",
+            help=f"The model's backend, one of {','.join(BACKENDS)} (default tf).",
         )
         parser.add_argument(
             "--share_model_across_processes",
@@ -245,6 +250,8 @@ class RunConfig:
     precision: str
     jit_compile: bool
     share_model_across_processes: bool
+    #: The model's backend, "tf" or "jax" (`models.BACKENDS`).
+    backend: str = "tf"
     #: `--input_format` and the column flags (see transforms/read/corpus.py).
     input_format: str = "auto"
     audio_column: str | None = None
@@ -335,6 +342,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError(f"--feature_dtype must be one of {','.join(FEATURE_DTYPES)}")
     if ours.precision not in PRECISIONS:
         raise OptionsError(f"--precision must be one of {','.join(PRECISIONS)}")
+    if ours.backend not in BACKENDS:
+        raise OptionsError(f"--backend must be one of {','.join(BACKENDS)}")
+    if ours.jit_compile and ours.backend != "tf":
+        raise OptionsError("--jit_compile is for --backend tf: the jax backend always compiles")
     if ours.batch_size < 1:
         raise OptionsError("--batch_size must be at least 1")
     if not ours.max_batch_audio_s > 0:
@@ -371,6 +382,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         max_batch_audio_s=ours.max_batch_audio_s,
         precision=ours.precision,
         jit_compile=ours.jit_compile,
+        backend=ours.backend,
         share_model_across_processes=ours.share_model_across_processes,
         input_format=ours.input_format,
         audio_column=ours.audio_column,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models import TFWav2Vec2ForCTC, Wav2Vec2Runner
-from models.inference import bucket_for, bucket_ladder, padded_batch_size
+from models.batching import bucket_for, bucket_ladder, padded_batch_size
 
 CHECKPOINTS = Path(__file__).parent / "fixtures" / "checkpoints"
 
@@ -59,3 +59,71 @@ def test_runner_outputs_equal_single_calls(model: TFWav2Vec2ForCTC, jit_compile:
 def test_runner_refuses_out_of_range_layers(model: TFWav2Vec2ForCTC) -> None:
     with pytest.raises(ValueError, match="out of range"):
         Wav2Vec2Runner(model, hidden_layers=[model.config.num_hidden_layers + 1])
+
+
+@pytest.mark.parametrize("name", ["base", "lv60"])
+def test_flax_runner_outputs_equal_the_tf_model_alone(name: str) -> None:
+    """The JAX runner (padded, bucketed, one program per shape) against each item run alone by
+    the other backend."""
+    from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+
+    tf_model = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / name))
+    runner = FlaxWav2Vec2Runner(
+        FlaxWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / name)), hidden_layers=[0, -1]
+    )
+    rng = np.random.default_rng(1)
+    arrays = [rng.normal(size=n).astype(np.float32) for n in (400, 5_000, 17_000)]
+    out = runner.run(arrays)
+    for i, array in enumerate(arrays):
+        alone = tf_model(array[None], output_hidden_states=True)
+        for ours, expected in (
+            (out.logits[i], alone.logits[0].numpy()),
+            (out.hidden_states[0][i], alone.hidden_states[0][0].numpy()),
+            (out.hidden_states[1][i], alone.hidden_states[-1][0].numpy()),
+        ):
+            assert ours.shape == expected.shape
+            assert np.abs(ours - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_flax_runner_in_bfloat16_keeps_the_float32_argmax_on_most_frames() -> None:
+    from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+
+    model = FlaxWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "lv60"))
+    rng = np.random.default_rng(2)
+    arrays = [rng.normal(size=n).astype(np.float32) for n in (16_000, 30_000, 48_000)]
+    full = FlaxWav2Vec2Runner(model).run(arrays)
+    half = FlaxWav2Vec2Runner(model, precision="bfloat16").run(arrays)
+    agree = np.concatenate(
+        [a.argmax(-1) == b.argmax(-1) for a, b in zip(full.logits, half.logits, strict=True)]
+    )
+    assert half.logits[0].dtype == np.float32
+    assert agree.mean() >= 0.9, agree.mean()
+    assert not np.array_equal(full.logits[0], half.logits[0])  # it did compute in bfloat16
+
+
+def test_flax_runner_splits_rows_over_a_device_mesh(tmp_path: Path) -> None:
+    """Two (host) devices: rows are padded to a multiple of two and split; outputs unchanged."""
+    script = f"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import jax, numpy as np
+from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+assert len(jax.local_devices()) == 2
+model = FlaxWav2Vec2ForCTC.from_pretrained({str(CHECKPOINTS / "base")!r})
+rng = np.random.default_rng(3)
+arrays = [rng.normal(size=n).astype(np.float32) for n in (3_000, 9_000, 20_000)]
+two = FlaxWav2Vec2Runner(model)
+one = FlaxWav2Vec2Runner(model, devices=jax.local_devices()[:1])
+assert two.rows_for(1) == 2 and two.rows_for(3) == 4 and one.rows_for(1) == 1
+np.savez({str(tmp_path / "out.npz")!r},
+         *[x for pair in zip(two.run(arrays).logits, one.run(arrays).logits) for x in pair])
+"""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with np.load(tmp_path / "out.npz") as saved:
+        arrays = [saved[f"arr_{i}"] for i in range(6)]
+    for two, one in zip(arrays[::2], arrays[1::2], strict=True):
+        np.testing.assert_allclose(two, one, atol=1e-5 * np.abs(one).max())

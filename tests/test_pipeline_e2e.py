@@ -6,7 +6,11 @@ with different engines, checkpoints and batching:
 
 * in-memory, the group-norm `base` checkpoint, big batches, every hidden layer;
 * multi-processing with 2 workers, the layer-norm `lv60` checkpoint, batches of at most 2 items
-  and 5 s of audio, hidden layers 0 and -1.
+  and 5 s of audio, hidden layers 0 and -1;
+* in-memory with the JAX backend (`--backend jax`), the `base` checkpoint, batches of 8.
+
+The expected outputs come from the TF model either way, so the JAX run is also checked against
+the other backend, through the whole pipeline.
 
 Each run's tables must equal what models/ gives when called directly, one window at a time, on
 the same decoded samples, with the windows cut and stitched by the reference ASR pipeline's
@@ -58,6 +62,11 @@ RUNS = {
             "--hidden_layers",
             "0,-1",
         ],
+    ),
+    "jax_backend": (
+        "base",
+        ("all",),
+        ["--backend", "jax", "--batch_size", "8", "--hidden_layers", "all"],
     ),
 }
 

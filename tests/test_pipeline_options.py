@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from models.configuration import Wav2Vec2Config
-from models.inference import PRECISIONS as RUNNER_PRECISIONS
 from pipeline.__main__ import EXIT_BAD_MODEL, EXIT_BAD_OPTIONS, main
 from pipeline.options import (
-    PRECISIONS,
     OptionsError,
     check_against_model,
     parse_args,
@@ -58,10 +56,6 @@ def test_defaults_chunk_long_files() -> None:
     assert config.feature_dtype == "float32" and config.precision == "float32"
 
 
-def test_precisions_are_the_runners() -> None:
-    assert PRECISIONS == RUNNER_PRECISIONS
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -76,6 +70,8 @@ def test_precisions_are_the_runners() -> None:
         ([*REQUIRED, "--hidden_layers=last"], "--hidden_layers"),
         ([*REQUIRED, "--feature_dtype=float64"], "--feature_dtype"),
         ([*REQUIRED, "--precision=int8"], "--precision"),
+        ([*REQUIRED, "--backend=torch"], "--backend must be one of tf,jax"),
+        ([*REQUIRED, "--backend=jax", "--jit_compile"], "--jit_compile is for --backend tf"),
         ([*REQUIRED, "--chunk_length_s=-1"], "--chunk_length_s"),
         ([*REQUIRED, "--stride_length_s=1,2,3"], "--stride_length_s"),
         ([*REQUIRED, "--stride_length_s=-1"], "--stride_length_s"),

@@ -17,7 +17,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that
 
 from models import Wav2Vec2CTCTokenizer
-from models.inference import bucket_for
+from models.batching import bucket_for
 from transforms.infer.batch import BatchAudio, batch_capacity, ladder_for, power_of_two_parts
 from transforms.infer.model_handler import InferenceSpec, LoadedWav2Vec2, max_softmax
 from transforms.infer.stitch import first_error, stitch_item

@@ -32,7 +32,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from models.inference import bucket_for, bucket_ladder
+from models.batching import bucket_for, bucket_ladder
 from transforms.records import TARGET_SAMPLE_RATE, AudioChunk
 
 #: The ladder always reaches at least this many seconds, so unchunked short files share rungs.
@@ -42,7 +42,7 @@ LADDER_MIN_S = 60.0
 def ladder_for(chunk_length_s: float, align_to: int) -> tuple[int, ...]:
     """The bucket ladder for a run: up to its longest window, multiples of the frame size.
 
-    An unchunked item longer than the ladder is padded to its own length (models/inference.py).
+    An unchunked item longer than the ladder is padded to its own length (models/batching.py).
     """
     longest = max(LADDER_MIN_S, chunk_length_s) * TARGET_SAMPLE_RATE
     return tuple(bucket_ladder(math.ceil(longest), multiple=align_to))

@@ -4,9 +4,10 @@
 `load_model` runs once per worker process (`shared.Shared`, and every thread of the process uses
 that copy), or, with `share_across_processes`, once per machine in a model server process that all
 SDK processes of the machine call (`multi_process_shared`): on a one-GPU worker that is one model
-per GPU however many SDK processes Dataflow starts. Everything TensorFlow (the model, the traced
-tf.function) is built inside `load_model`, because a traced function is not picklable and the
-handler itself is pickled into the job.
+per GPU however many SDK processes Dataflow starts. Everything TensorFlow or JAX (the model, the
+traced tf.function, the jitted program) is built inside `load_model`, because neither is
+picklable and the handler itself is pickled into the job. `InferenceSpec.backend` picks the
+model: TensorFlow ("tf") or JAX/Flax ("jax"); everything around it is the same.
 
 Batches come from `transforms.infer.batch` (RunInference's own BatchElements knows nothing of
 audio length), so the handler skips RunInference's batching.
@@ -37,6 +38,7 @@ on it, inside a bundle, reports it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,9 +48,9 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from models.batching import bucket_for, padded_batch_size
 from models.ctc_beam_search import log_softmax
 from models.feature_extraction import Wav2Vec2FeatureExtractor
-from models.inference import bucket_for, padded_batch_size
 from transforms.records import (
     CLASS_PROBABILITIES,
     CODES,
@@ -88,6 +90,8 @@ class InferenceSpec:
     codes: bool = False
     #: Emit per-frame CTC log-probabilities (for beam-search decoding).
     ctc_log_probs: bool = False
+    #: The model's backend: "tf" (TensorFlow) or "jax" (JAX/Flax).
+    backend: str = "tf"
 
 
 def configure_gpus() -> None:
@@ -134,11 +138,16 @@ class LoadedWav2Vec2:
     """
 
     def __init__(self, spec: InferenceSpec) -> None:
-        from models import Wav2Vec2Runner, load_model
+        from models import load_model
 
-        configure_gpus()
         self._spec = spec
-        self._model = load_model(spec.model_dir)
+        if spec.backend == "jax":
+            # JAX would otherwise reserve 75% of each GPU's memory at its first op, which leaves
+            # nothing to a second process on the same GPU; it must be set before JAX starts.
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        else:
+            configure_gpus()
+        self._model = load_model(spec.model_dir, backend=spec.backend)
         config = self._model.config
         self._receptive_field = config.receptive_field
         extractor = Wav2Vec2FeatureExtractor.from_pretrained(spec.model_dir)
@@ -148,13 +157,7 @@ class LoadedWav2Vec2:
                 f"this pipeline feeds models {TARGET_SAMPLE_RATE} Hz audio"
             )
         self._do_normalize = extractor.do_normalize
-        self._runner = Wav2Vec2Runner(
-            self._model,
-            hidden_layers=spec.hidden_layers,
-            jit_compile=spec.jit_compile,
-            precision=spec.precision,
-            ladder=spec.ladder,
-        )
+        self._runner = _runner(self._model, spec)
         self._lock = threading.Lock()
         self._load_unreported = True
 
@@ -231,6 +234,25 @@ class LoadedWav2Vec2:
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 return _failed(chunk, f"the model's {name} output holds NaN or Inf")
         return _inferred(chunk, frames, None, per_window)
+
+
+def _runner(model: Any, spec: InferenceSpec) -> Any:
+    """The backend's batched runner for `model` (`run(arrays) -> BatchOutputs` either way)."""
+    if spec.backend == "jax":
+        from models.inference_flax import FlaxWav2Vec2Runner
+
+        return FlaxWav2Vec2Runner(
+            model, hidden_layers=spec.hidden_layers, precision=spec.precision, ladder=spec.ladder
+        )
+    from models.inference import Wav2Vec2Runner
+
+    return Wav2Vec2Runner(
+        model,
+        hidden_layers=spec.hidden_layers,
+        jit_compile=spec.jit_compile,
+        precision=spec.precision,
+        ladder=spec.ladder,
+    )
 
 
 def _inferred(
