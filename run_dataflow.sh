@@ -6,8 +6,10 @@
 #       [--output_dir gs://B/out] [any pipeline or Beam flag...]
 #
 # Project, region, bucket and worker image come from these flags or from the environment
-# (PROJECT, REGION, BUCKET, IMAGE); GPU_TYPE (nvidia-l4), MACHINE_TYPE (g2-standard-8) and
-# MAX_WORKERS (10) from the environment. Build and push the image first (see Dockerfile):
+# (PROJECT, REGION, BUCKET, IMAGE); GPU_TYPE (nvidia-l4), MACHINE_TYPE (g2-standard-8),
+# MAX_WORKERS (10) and ACCELERATOR from the environment. ACCELERATOR replaces the GPU's
+# worker_accelerator value, e.g. TPUs for --backend jax (docs/DATAFLOW.md):
+#   ACCELERATOR="type:tpu-v5-lite-podslice;topology:1x1" MACHINE_TYPE=ct5lp-hightpu-1t Build and push the image first (see Dockerfile):
 #   docker build -t "$IMAGE" . && docker push "$IMAGE"
 # Add --dry_run=True to build the job request without submitting it (works offline).
 #
@@ -38,6 +40,7 @@ done
 IMAGE="${IMAGE:-$REGION-docker.pkg.dev/$PROJECT/wav2vec2/wav2vec2-beam:latest}"
 GPU_TYPE="${GPU_TYPE:-nvidia-l4}"
 MACHINE_TYPE="${MACHINE_TYPE:-g2-standard-8}"
+ACCELERATOR="${ACCELERATOR:-type:$GPU_TYPE;count:1;install-nvidia-driver}"
 MAX_WORKERS="${MAX_WORKERS:-10}"
 
 ARGS=(
@@ -53,7 +56,7 @@ ARGS=(
   --machine_type="$MACHINE_TYPE"
   --disk_size_gb=100
   --max_num_workers="$MAX_WORKERS"
-  --dataflow_service_options="worker_accelerator=type:$GPU_TYPE;count:1;install-nvidia-driver"
+  --dataflow_service_options="worker_accelerator=$ACCELERATOR"
   --experiments=no_use_multiple_sdk_containers
 )
 # Flags given later win (argparse keeps the last), so --output_dir and the rest can be overridden.

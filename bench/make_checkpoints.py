@@ -3,18 +3,20 @@
 `python -m bench.make_checkpoints bench/checkpoints` gives bench/checkpoints/{base,lv60}/ with
 config.json and model.safetensors that our model, transformers (PyTorch) and transformers 4.57's
 TF model all load, so that every peer runs the same weights. Architecture names after the folder
-write only those (`python -m bench.make_checkpoints bench/checkpoints base`).
+write only those (`python -m bench.make_checkpoints bench/checkpoints base`). Where TensorFlow is
+not installed (the GPU machine) the Flax model draws the weights instead.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
 from pathlib import Path
 
 from bench.architectures import ARCHITECTURES
-from models import TFWav2Vec2ForCTC, Wav2Vec2Config
+from models import Wav2Vec2Config
 
 #: The facebook/wav2vec2-base-960h tokenizer and preprocessor files, as the fixtures hold them.
 TOKENIZER = Path(__file__).resolve().parents[1] / "tests/fixtures/checkpoints/tokenizer_base960h"
@@ -26,7 +28,11 @@ def main(out_dir: str, names: list[str] | None = None) -> None:
             continue
         target = Path(out_dir) / name
         if not (target / "model.safetensors").exists():
-            model = TFWav2Vec2ForCTC(Wav2Vec2Config.from_dict(raw), seed=0)
+            if importlib.util.find_spec("tensorflow") is not None:
+                from models import TFWav2Vec2ForCTC as model_class
+            else:
+                from models import FlaxWav2Vec2ForCTC as model_class
+            model = model_class(Wav2Vec2Config.from_dict(raw), seed=0)
             model.save_pretrained(str(target))
             print(f"wrote {target}")
         for file in TOKENIZER.iterdir():

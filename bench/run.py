@@ -3,8 +3,8 @@
     bash bench/setup_peers.sh && .venv/bin/python -m bench.run [--arch base] [--runs 5]
 
 Each configuration runs `bench/model_speed.py` in a fresh process of the venv that holds it
-(ours: the project venv; transformers PyTorch: bench/.venv-torch; transformers 4.57 TF:
-bench/.venv-tf457) on the same random-weight checkpoint (bench/make_checkpoints.py). Prints a
+(ours, TF and JAX: the project venv; transformers PyTorch: bench/.venv-torch; transformers
+4.57 TF: bench/.venv-tf457) on the same random-weight checkpoint (bench/make_checkpoints.py). Prints a
 Markdown table with each configuration's audio-seconds per second (median, min, max of `--runs`
 after warm-up) and its ratio to PyTorch fp32 and bf16 autocast measured in the same run, and
 writes the rows as JSON lines to bench/results-<date>.jsonl.
@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PYTHONS = {
     "ours": REPO / ".venv" / "bin" / "python",
+    "jax": REPO / ".venv" / "bin" / "python",
     "torch": REPO / "bench" / ".venv-torch" / "bin" / "python",
     "tf457": REPO / "bench" / ".venv-tf457" / "bin" / "python",
 }
@@ -37,6 +38,8 @@ CONFIGURATIONS = [
     ("ours", "fp32", 16),
     ("ours", "bf16", 8),
     ("ours", "bf16-xla", 8),
+    ("jax", "fp32", 8),
+    ("jax", "bf16", 8),
 ]
 
 
@@ -88,6 +91,12 @@ def main() -> None:
     parser.add_argument("--arch", default="base", choices=["base", "lv60"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--impl",
+        action="append",
+        choices=sorted(PYTHONS),
+        help="Only these implementations (repeatable; default all).",
+    )
     args = parser.parse_args()
     checkpoint = REPO / "bench" / "checkpoints" / args.arch
     native_bf16 = bf16_hardware()
@@ -96,6 +105,7 @@ def main() -> None:
         if native_bf16 or "bf16" not in m
         else {"impl": i, "mode": m, "batch": b, "skipped": "no bf16 hardware (AVX512-BF16/AMX)"}
         for i, m, b in CONFIGURATIONS
+        if args.impl is None or i in args.impl
     ]
     baseline = {r["mode"]: r["median"] for r in rows if r["impl"] == "torch" and "median" in r}
     today = datetime.date.today().isoformat()

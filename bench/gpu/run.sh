@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The GPU bench in one call (bench/gpu/measure.py says what it measures). On the GPU machine, from
+# the repository root, after `bash bench/gpu/fetch_wheels.sh` here and with bench/gpu/wheels
+# carried along:
+#   bash bench/gpu/run.sh
+# On a CPU, to prove it end to end (torch from the peers' venv, bench/setup_peers.sh):
+#   bash bench/gpu/run.sh --cpu --torch-python bench/.venv-torch/bin/python
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON=${PYTHON:-python3}
+if compgen -G "bench/gpu/wheels/*.whl" >/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/gpu-bench-site bench/gpu/wheels/*.whl
+  export PYTHONPATH=/tmp/gpu-bench-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+exec "$PYTHON" -m bench.gpu.measure "$@"
