@@ -34,7 +34,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from pipeline.options import (
     OptionsError,
@@ -135,7 +140,7 @@ def load_checked_model(
     from models.configuration import Wav2Vec2Config
     from models.tokenizer import Wav2Vec2CTCTokenizer
     from pipeline.graph import inference_spec
-    from transforms.infer.model_handler import LoadedWav2Vec2
+    from transforms.infer.model_handler import LoadedWav2Vec2, keep_for_this_process
 
     try:
         model = Wav2Vec2Config.from_pretrained(config.model_dir)
@@ -146,13 +151,12 @@ def load_checked_model(
     if "transcripts" not in config.outputs and (config.decoder or config.lm):
         raise OptionsError("--decoder and --lm decode transcripts, which this run does not write")
     try:
-        LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
+        keep_for_this_process(LoadedWav2Vec2(inference_spec(config, model, hidden_layers)))
         tokenizer = None
         if "transcripts" in config.outputs:
             tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
-    gc.collect()  # the check's copy of the weights is not needed any more
     decoding = None if tokenizer is None else checked_decoding(config, model, tokenizer)
     return config, model, hidden_layers, decoding
 
@@ -180,6 +184,14 @@ def checked_decoding(
         )
     except (LanguageModelError, AlphabetError, OSError, ValueError) as error:
         raise LanguageModelLoadError(" ".join(str(error).split())) from error
+
+
+def drop_kept_model() -> None:
+    """Free the model the launcher's check loaded, when no worker of this process will use it."""
+    from transforms.infer.model_handler import keep_for_this_process
+
+    keep_for_this_process(None)
+    gc.collect()
 
 
 def new_run_id() -> str:
@@ -227,6 +239,8 @@ def run(argv: Sequence[str]) -> int:
 
     run_id = new_run_id()
     pipeline, local = make_pipeline(options)
+    if not local or options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        drop_kept_model()  # the workers are other processes: the check's copy is not needed
     progress_dir = tempfile.mkdtemp(prefix="wav2vec2-progress-") if local else None
     build_pipeline(
         pipeline,
@@ -256,6 +270,7 @@ def run(argv: Sequence[str]) -> int:
                 result = pipeline.run()
                 result.wait_until_finish()
     finally:
+        drop_kept_model()  # kept but not taken: a run with nothing to infer
         if progress_dir is not None:
             shutil.rmtree(progress_dir, ignore_errors=True)
     write_empty_pieces(

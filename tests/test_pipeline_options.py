@@ -267,3 +267,35 @@ def test_only_the_start_up_notices_are_dropped() -> None:
         b"W0000 00:00:1796080759.5   22517 op_kernel.cc:1840] OP_REQUIRES failed: out of memory\n"
         b"something else\n"
     )
+
+
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_the_launchers_checked_model_serves_an_in_process_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """In memory the worker takes the model the launcher loaded to check the checkpoint (one
+    load in all); with worker processes the launcher's copy is dropped before the run."""
+    import json
+
+    from transforms.infer import model_handler
+
+    loads = []
+    real_init = model_handler.LoadedWav2Vec2.__init__
+
+    def counted(self: model_handler.LoadedWav2Vec2, spec: model_handler.InferenceSpec) -> None:
+        loads.append(spec)
+        real_init(self, spec)
+
+    monkeypatch.setattr(model_handler.LoadedWav2Vec2, "__init__", counted)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # for the worker processes
+    files = sorted((REPO / "tests" / "fixtures" / "demo_heldout").glob("*.flac"))[:2]
+    argv = [
+        *[f"--input={path}" for path in files],
+        f"--model_dir={CHECKPOINTS / 'base'}",
+        f"--output_dir={tmp_path}",
+        f"--direct_running_mode={mode}",
+    ]
+    assert main(argv) == 0
+    assert len(loads) == 1  # the launcher's; the worker processes' loads are not seen here
+    assert json.loads((tmp_path / "summary.json").read_text())["model_loads"] == 1
+    assert not model_handler._kept_for_this_process

@@ -161,6 +161,18 @@ class LoadedWav2Vec2:
         self._lock = threading.Lock()
         self._load_unreported = True
 
+    def serves(self, spec: InferenceSpec) -> bool:
+        """Whether this loaded model can run `spec`: the same checkpoint, backend and runner
+        (which outputs are kept is per batch, so it may differ)."""
+        mine, theirs = self._spec, spec
+        return (mine.model_dir, mine.backend, mine.precision, mine.jit_compile, mine.ladder) == (
+            theirs.model_dir,
+            theirs.backend,
+            theirs.precision,
+            theirs.jit_compile,
+            theirs.ladder,
+        ) and mine.hidden_layers == theirs.hidden_layers
+
     def take_unreported_load(self) -> bool:
         """True exactly once per load, so that exactly one batch reports it."""
         with self._lock:
@@ -290,6 +302,26 @@ def _marked(chunk: AudioChunk, error: ErrorRecord) -> InferredChunk:
     return _inferred(chunk, {}, error.error, error_stage=error.stage)
 
 
+#: The model the launcher loaded to check the checkpoint, when the job runs in the launcher's own
+#: process (the DirectRunner in memory or in threads): the first `load_model` there takes it instead of loading
+#: the checkpoint a second time (1.5 s for base, more for lv60).
+_kept_for_this_process: list[LoadedWav2Vec2] = []
+
+
+def keep_for_this_process(model: LoadedWav2Vec2 | None) -> None:
+    """Keep `model` for this process's worker, or (None) drop the one kept."""
+    _kept_for_this_process[:] = [] if model is None else [model]
+
+
+def _take_kept(spec: InferenceSpec) -> LoadedWav2Vec2 | None:
+    for model in _kept_for_this_process:
+        if model.serves(spec):
+            _kept_for_this_process.clear()
+            model._spec = spec
+            return model
+    return None
+
+
 class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedWav2Vec2]):
     """RunInference handler: each element is one batch (a list of chunks) from `BatchAudio`."""
 
@@ -305,7 +337,7 @@ class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedW
         self._progress_dir = progress_dir
 
     def load_model(self) -> LoadedWav2Vec2:
-        return LoadedWav2Vec2(self._spec)
+        return _take_kept(self._spec) or LoadedWav2Vec2(self._spec)
 
     def run_inference(
         self,
