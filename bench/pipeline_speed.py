@@ -1,6 +1,7 @@
 """Whole pipeline against the bare model on the same corpus, plus peak memory per file length.
 
-    python -m bench.pipeline_speed --checkpoint bench/checkpoints/base --minutes 10
+    python -m bench.pipeline_speed --checkpoint bench/checkpoints/base --minutes 10 \
+        [--precision bfloat16] [--peer_python bench/.venv-torch/bin/python]
 
 1. Writes a corpus of 16 kHz FLAC files with a LibriSpeech-like length mix (2-35 s, mean about
    12 s) of the repository's synthetic speech (tests/fixtures/synthetic_audio.py).
@@ -9,7 +10,8 @@
 3. Pipeline: `python -m pipeline` on the DirectRunner in a fresh process: audio-seconds per second
    of the whole process's wall time (Python's start, imports, the checkpoint check, every stage),
    and of the run alone (summary.json's wall_seconds), peak RSS, and the padding waste.
-4. Peak RSS of the pipeline over one 1-minute and one `--long_minutes` file.
+4. With `--peer_python`: transformers' PyTorch model alone on the same files, the same batches.
+5. Peak RSS of the pipeline over one 1-minute and one `--long_minutes` file.
 Prints one JSON object.
 """
 
@@ -68,6 +70,44 @@ def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precis
     return sum(len(a) for a in audio) / RATE / elapsed
 
 
+_PEER = """
+import json, sys, time
+import numpy as np, torch
+from transformers import Wav2Vec2ForCTC
+batch_size, precision = int(sys.argv[2]), sys.argv[3]
+model = Wav2Vec2ForCTC.from_pretrained(sys.argv[4]).eval()
+with np.load(sys.argv[1]) as saved:
+    audio = sorted((saved[key] for key in saved), key=len)
+normalized = [(a - a.mean()) / np.sqrt(a.var() + 1e-7) for a in audio]
+batches = [normalized[i : i + batch_size] for i in range(0, len(normalized), batch_size)]
+
+def run(batch):
+    values = np.zeros((len(batch), max(len(a) for a in batch)), np.float32)
+    for row, a in enumerate(batch):
+        values[row, : len(a)] = a
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bfloat16"):
+        return model(torch.from_numpy(values)).logits.float().numpy()
+
+run(batches[0])
+start = time.perf_counter()
+for batch in batches:
+    run(batch)
+print(sum(len(a) for a in audio) / 16000 / (time.perf_counter() - start))
+"""
+
+
+def peer_model_speed(
+    python: str, checkpoint: str, paths: list[Path], batch_size: int, precision: str
+) -> float:
+    """transformers' PyTorch model alone on the same files, batched as `bare_model_speed` does
+    (zero-padded without a mask, as base-960h is run), in fp32 or bf16 autocast."""
+    decoded = paths[0].parent.parent / "decoded.npz"  # the peer's venv has no soundfile
+    np.savez(decoded, *[soundfile.read(p, dtype="float32")[0] for p in paths])
+    args = [str(decoded), str(batch_size), precision, checkpoint]
+    done = subprocess.run([python, "-c", _PEER, *args], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 _MEASURED = """
 import sys
 from pipeline.__main__ import main
@@ -113,6 +153,11 @@ def main() -> None:
         "--no_memory", action="store_true", help="Skip the peak-RSS runs (speed only)."
     )
     parser.add_argument(
+        "--peer_python",
+        help="Python with torch and transformers (bench/.venv-torch/bin/python): also time "
+        "transformers' PyTorch model alone on the same files",
+    )
+    parser.add_argument(
         "--memory_checkpoint",
         help="checkpoint for the peak-RSS runs (default: --checkpoint); the tests' tiny one "
         "measures the same streaming in a fraction of the time",
@@ -150,6 +195,14 @@ def main() -> None:
         report["pipeline_run_over_bare"] = report["pipeline_run_audio_s_per_s"] / bare
         report["padding_waste"] = summary.get("padding_waste")
         report["pipeline_peak_rss_mib"] = summary["peak_rss_mib"]
+        if args.peer_python:
+            peer = peer_model_speed(
+                args.peer_python, args.checkpoint, paths, args.batch_size, args.precision
+            )
+            report["pytorch_model_audio_s_per_s"] = peer
+            report["pipeline_process_over_pytorch_model"] = (
+                report["pipeline_process_audio_s_per_s"] / peer
+            )
         if args.no_memory:
             print(json.dumps(report, indent=2))
             return
