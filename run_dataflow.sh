@@ -9,7 +9,8 @@
 # (PROJECT, REGION, BUCKET, IMAGE); GPU_TYPE (nvidia-l4), MACHINE_TYPE (g2-standard-8),
 # MAX_WORKERS (10) and ACCELERATOR from the environment. ACCELERATOR replaces the GPU's
 # worker_accelerator value, e.g. TPUs for --backend jax (docs/DATAFLOW.md):
-#   ACCELERATOR="type:tpu-v5-lite-podslice;topology:1x1" MACHINE_TYPE=ct5lp-hightpu-1t Build and push the image first (see Dockerfile):
+#   ACCELERATOR="type:tpu-v5-lite-podslice;topology:1x1" MACHINE_TYPE=ct5lp-hightpu-1t
+# Build and push the image first (see Dockerfile):
 #   docker build -t "$IMAGE" . && docker push "$IMAGE"
 # Add --dry_run=True to build the job request without submitting it (works offline).
 #

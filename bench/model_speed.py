@@ -47,6 +47,10 @@ def _torch(checkpoint: str, mode: str, device: str) -> Callable[[np.ndarray], ob
     from transformers import Wav2Vec2ForCTC
 
     torch.set_num_threads(os.cpu_count() or 1)
+    # fp32 means fp32 on both sides: cuDNN would run the convolutions in TF32 by default, which
+    # our JAX fp32 (Precision.HIGHEST) does not.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     target = "cuda" if device == "gpu" else "cpu"
     model = Wav2Vec2ForCTC.from_pretrained(checkpoint, attn_implementation="sdpa").eval()
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32

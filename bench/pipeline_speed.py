@@ -10,7 +10,8 @@
 3. Pipeline: `python -m pipeline` on the DirectRunner in a fresh process: audio-seconds per second
    of the whole process's wall time (Python's start, imports, the checkpoint check, every stage),
    and of the run alone (summary.json's wall_seconds), peak RSS, and the padding waste.
-4. With `--peer_python`: transformers' PyTorch model alone on the same files, the same batches.
+4. With `--peer_python`: transformers' PyTorch model alone on the same decoded files, in the same
+   duration-sorted groups (each zero-padded to its longest item, without a mask, as base-960h runs).
 5. Peak RSS of the pipeline over one 1-minute and one `--long_minutes` file.
 Prints one JSON object.
 """
@@ -99,8 +100,8 @@ print(sum(len(a) for a in audio) / 16000 / (time.perf_counter() - start))
 def peer_model_speed(
     python: str, checkpoint: str, paths: list[Path], batch_size: int, precision: str
 ) -> float:
-    """transformers' PyTorch model alone on the same files, batched as `bare_model_speed` does
-    (zero-padded without a mask, as base-960h is run), in fp32 or bf16 autocast."""
+    """transformers' PyTorch model alone on the same files, in `bare_model_speed`'s groups (each
+    zero-padded to its longest item, without a mask, as base-960h is run), fp32 or bf16 autocast."""
     decoded = paths[0].parent.parent / "decoded.npz"  # the peer's venv has no soundfile
     np.savez(decoded, *[soundfile.read(p, dtype="float32")[0] for p in paths])
     args = [str(decoded), str(batch_size), precision, checkpoint]

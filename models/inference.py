@@ -64,11 +64,20 @@ class Wav2Vec2Runner:
             result[f"hidden_{position}"] = tf.cast(output.hidden_states[layer], tf.float32)
         return result
 
+    def length_for(self, longest: int) -> int:
+        """The padded length of a batch whose longest item has `longest` samples (past the ladder
+        its own length: a tf.function runs any shape without retracing)."""
+        return bucket_for(longest, self.ladder)
+
+    def rows_for(self, count: int) -> int:
+        """Rows a batch of `count` items is padded to (a power of two)."""
+        return padded_batch_size(count)
+
     def run(self, arrays: Sequence[np.ndarray]) -> BatchOutputs:
         """Outputs for each array (normalized 16 kHz samples, each >= the receptive field)."""
         check_lengths(self.config, arrays)
-        length = bucket_for(max(len(a) for a in arrays), self.ladder)
-        values, mask = pad_batch(arrays, length, padded_batch_size(len(arrays)))
+        length = self.length_for(max(len(a) for a in arrays))
+        values, mask = pad_batch(arrays, length, self.rows_for(len(arrays)))
         tensors = {k: v.numpy() for k, v in self._forward(values, mask).items()}
         return batch_outputs(
             tensors, self.config, [len(a) for a in arrays], len(self.hidden_layers)

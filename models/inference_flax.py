@@ -10,6 +10,7 @@ rows, and rows are padded to a multiple of the device count.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -29,6 +30,21 @@ from models.batching import (
     padded_batch_size,
 )
 from models.modeling_flax_wav2vec2 import FlaxWav2Vec2PreTrainedModel
+
+
+def _outputs(
+    module: Any, hidden_layers: tuple[int, ...], params: Any, values: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
+    """The requested outputs of one padded batch, in float32 (one XLA program per shape)."""
+    output = module.apply({"params": params}, values, mask)
+    result: dict[str, jax.Array] = {}
+    if "logits" in output:
+        result["logits"] = output["logits"].astype(jnp.float32)
+    if "codevector_ids" in output:
+        result["codevector_ids"] = output["codevector_ids"]
+    for position, layer in enumerate(hidden_layers):
+        result[f"hidden_{position}"] = output["hidden_states"][layer].astype(jnp.float32)
+    return result
 
 
 class FlaxWav2Vec2Runner:
@@ -58,18 +74,21 @@ class FlaxWav2Vec2Runner:
         mesh = Mesh(np.array(self.devices), ("rows",))
         self._rows = NamedSharding(mesh, PartitionSpec("rows"))
         self._params = jax.device_put(model.params, NamedSharding(mesh, PartitionSpec()))
-        self._forward = jax.jit(self._run)
+        # A function of the module, not a bound method, which would keep the runner alive in a
+        # reference cycle.
+        self._forward = jax.jit(partial(_outputs, self._module, tuple(self.hidden_layers)))
 
-    def _run(self, params: Any, values: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-        output = self._module.apply({"params": params}, values, mask)
-        result: dict[str, jax.Array] = {}
-        if "logits" in output:
-            result["logits"] = output["logits"].astype(jnp.float32)
-        if "codevector_ids" in output:
-            result["codevector_ids"] = output["codevector_ids"]
-        for position, layer in enumerate(self.hidden_layers):
-            result[f"hidden_{position}"] = output["hidden_states"][layer].astype(jnp.float32)
-        return result
+    def length_for(self, longest: int) -> int:
+        """The padded length of a batch whose longest item has `longest` samples: its bucket, and
+        past the ladder a further rung of the same 1/16 growth, so that unchunked long files
+        share programs rather than compile one each."""
+        length = bucket_for(longest, self.ladder)
+        if length == longest and length > self.ladder[-1]:
+            rung, frame = self.ladder[-1], self.config.inputs_to_logits_ratio
+            while rung < longest:
+                rung = -(-int(rung * 1.0625) // frame) * frame
+            length = rung
+        return length
 
     def rows_for(self, count: int) -> int:
         """Rows a batch of `count` items is padded to: a power of two, and a multiple of the
@@ -81,7 +100,7 @@ class FlaxWav2Vec2Runner:
     def run(self, arrays: Sequence[np.ndarray]) -> BatchOutputs:
         """Outputs for each array (normalized 16 kHz samples, each >= the receptive field)."""
         check_lengths(self.config, arrays)
-        length = bucket_for(max(len(a) for a in arrays), self.ladder)
+        length = self.length_for(max(len(a) for a in arrays))
         values, mask = pad_batch(arrays, length, self.rows_for(len(arrays)))
         outputs = self._forward(
             self._params, jax.device_put(values, self._rows), jax.device_put(mask, self._rows)

@@ -84,20 +84,17 @@ class Dense(nn.Module):
     features: int
     dtype: Any = jnp.float32
     std: float | None = None
-    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d_in = x.shape[-1]
         init = nn.initializers.normal(self.std) if self.std else _uniform(1 / math.sqrt(d_in))
         kernel = self.param("kernel", init, (d_in, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
         y = jnp.matmul(
             x.astype(self.dtype), kernel.astype(self.dtype), precision=_precision(self.dtype)
         )
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,))
-            y = y + bias.astype(self.dtype)
-        return y
+        return y + bias.astype(self.dtype)
 
 
 class Conv(nn.Module):
@@ -188,11 +185,15 @@ def frame_mask(lengths: jax.Array, num_frames: int) -> jax.Array:
     return (jnp.arange(num_frames)[None, :] < lengths[:, None]).astype(jnp.float32)
 
 
+def _layer_output_lengths(lengths: Any, kernel: int, stride: int) -> Any:
+    lengths = (lengths - kernel) // stride + 1
+    return max(lengths, 0) if isinstance(lengths, int) else jnp.maximum(lengths, 0)
+
+
 def conv_output_lengths(config: Wav2Vec2Config, lengths: Any) -> Any:
     """Frames out of the convolution stack for `lengths` samples (ints or integer arrays)."""
     for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
-        lengths = (lengths - kernel) // stride + 1
-        lengths = jnp.maximum(lengths, 0) if isinstance(lengths, jax.Array) else max(lengths, 0)
+        lengths = _layer_output_lengths(lengths, kernel, stride)
     return lengths
 
 
@@ -234,7 +235,7 @@ class ConvLayers(nn.Module):
             zip(self.config.conv_kernel, self.config.conv_stride, strict=True)
         ):
             if lengths is not None:
-                lengths = jnp.maximum((lengths - kernel) // stride + 1, 0)
+                lengths = _layer_output_lengths(lengths, kernel, stride)
             x = ConvLayer(self.config, i, self.dtype, name=str(i))(x, lengths)
         return x
 
@@ -498,7 +499,9 @@ class Wav2Vec2ForSequenceClassificationModule(nn.Module):
                 self.param("layer_weights", nn.initializers.constant(1.0 / layers), (layers,))
             )
             stacked = jnp.stack(output["hidden_states"], axis=0)
-            hidden = jnp.tensordot(weights.astype(stacked.dtype), stacked, axes=1)
+            hidden = jnp.tensordot(
+                weights.astype(stacked.dtype), stacked, axes=1, precision=_precision(self.dtype)
+            )
         else:
             hidden = output["last_hidden_state"]
         std = config.initializer_range
@@ -506,8 +509,10 @@ class Wav2Vec2ForSequenceClassificationModule(nn.Module):
         if output["frame_mask"] is None:
             pooled = projected.mean(axis=1)
         else:
-            mask = output["frame_mask"].astype(projected.dtype)[:, :, None]
-            pooled = (projected * mask).sum(axis=1) / mask.sum(axis=1)
+            # In float32: bfloat16 counts frames exactly only up to 256.
+            mask = output["frame_mask"][:, :, None]
+            total = (projected.astype(jnp.float32) * mask).sum(axis=1)
+            pooled = (total / mask.sum(axis=1)).astype(projected.dtype)
         classifier = Dense(config.num_labels, self.dtype, std, name="classifier")
         return {**output, "logits": classifier(pooled)}
 
@@ -572,7 +577,8 @@ class Wav2Vec2ForPreTrainingModule(nn.Module):
             output["extract_features"], mask_time_indices
         )
         project_hid = Dense(config.proj_codevector_dim, self.dtype, name="project_hid")
-        project_q = Dense(config.proj_codevector_dim, self.dtype, name="project_q")
+        # The quantized states are float32 codevectors (as in the TF model), projected in float32.
+        project_q = Dense(config.proj_codevector_dim, jnp.float32, name="project_q")
         return {
             **output,
             "projected_states": project_hid(output["last_hidden_state"]),
@@ -626,6 +632,30 @@ def _mutable(tree: Any) -> Any:
     return tree
 
 
+def _apply(
+    module: nn.Module,
+    params: dict[str, Any],
+    input_values: jax.Array,
+    attention_mask: jax.Array | None,
+    mask_time_indices: jax.Array | None,
+    rngs: dict[str, jax.Array],
+    train: bool,
+    freeze_feature_encoder: bool,
+    output_hidden_states: bool,
+) -> dict[str, Any]:
+    output = module.apply(
+        {"params": params},
+        input_values,
+        attention_mask,
+        mask_time_indices,
+        train,
+        freeze_feature_encoder,
+        rngs=rngs,
+    )
+    # Inside the program, so that unrequested hidden states never reach the device's memory.
+    return output if output_hidden_states else {**output, "hidden_states": None}
+
+
 class FlaxWav2Vec2PreTrainedModel:
     """Shared loading and calling of the Flax heads: a linen module and its `params` pytree.
 
@@ -654,26 +684,11 @@ class FlaxWav2Vec2PreTrainedModel:
         else:  # shapes only: the caller fills every leaf (from_pretrained)
             shapes = jax.eval_shape(self.module.init, jax.random.PRNGKey(seed), sample)["params"]
             self.params = _mutable(shapes)
-        self._apply = jax.jit(self._run, static_argnames=("train", "freeze_feature_encoder"))
-
-    def _run(
-        self,
-        params: dict[str, Any],
-        input_values: jax.Array,
-        attention_mask: jax.Array | None,
-        mask_time_indices: jax.Array | None,
-        rngs: dict[str, jax.Array],
-        train: bool,
-        freeze_feature_encoder: bool,
-    ) -> dict[str, Any]:
-        return self.module.apply(
-            {"params": params},
-            input_values,
-            attention_mask,
-            mask_time_indices,
-            train,
-            freeze_feature_encoder,
-            rngs=rngs,
+        # A function of the module, not a bound method: a jitted method would keep the model
+        # (and its device arrays) alive in a reference cycle.
+        self._apply = jax.jit(
+            partial(_apply, self.module),
+            static_argnames=("train", "freeze_feature_encoder", "output_hidden_states"),
         )
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
@@ -764,11 +779,9 @@ class FlaxWav2Vec2PreTrainedModel:
             rngs,
             train=train,
             freeze_feature_encoder=freeze_feature_encoder,
+            output_hidden_states=output_hidden_states,
         )
-        output = Wav2Vec2Output(**raw)
-        if not output_hidden_states:
-            output.hidden_states = None
-        return output
+        return Wav2Vec2Output(**raw)
 
 
 class FlaxWav2Vec2Model(FlaxWav2Vec2PreTrainedModel):

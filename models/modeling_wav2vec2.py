@@ -210,17 +210,25 @@ def _group_norm_over_time(
 
     With `lengths`, the statistics come from each item's valid frames only, so that padding does
     not change an item's features (the reference includes the padding in its statistics).
+
+    This runs on the widest tensor of the model (512 channels at 3.2 kHz: 0.5 GB for 8 x 10 s), so
+    it is written for few passes over it: the masked sums over time are matrix products with the
+    mask (no masked copies), and the normalization is one scale and one shift per channel.
     """
     dtype = x.dtype
     x = tf.cast(x, tf.float32)
     if lengths is None:
         mean, variance = tf.nn.moments(x, axes=[1], keepdims=True)
+        centered = x - mean
     else:
-        mask = frame_mask(lengths, tf.shape(x)[1])[:, :, None]
-        count = tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None, None]
-        mean = tf.reduce_sum(x * mask, axis=1, keepdims=True) / count
-        variance = tf.reduce_sum(tf.square((x - mean) * mask), axis=1, keepdims=True) / count
-    return tf.cast((x - mean) * tf.math.rsqrt(variance + eps) * weight + bias, dtype)
+        over_valid = (
+            frame_mask(lengths, tf.shape(x)[1])[:, None, :]
+            / tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None, None]
+        )  # (B, 1, T): 1/length on valid frames, 0 on padding
+        mean = tf.matmul(over_valid, x)
+        centered = x - mean
+        variance = tf.matmul(over_valid, tf.square(centered))
+    return tf.cast(centered * (weight * tf.math.rsqrt(variance + eps)) + bias, dtype)
 
 
 class FeatureEncoder(_Layer):
@@ -234,11 +242,17 @@ class FeatureEncoder(_Layer):
         ]
 
     def __call__(self, input_values: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
-        x = input_values[:, :, None]
-        for layer in self.conv_layers:
+        """The first layer always runs in float32: its convolution is cheap (one input channel),
+        while its norm and activation run in float32 anyway, so in a bfloat16 pass computing it in
+        bfloat16 only adds casts over the widest tensor of the model (measured on a Zen 4 CPU with
+        AVX512-BF16: 0.65 -> 0.55 s for 8 x 10 s of base; bench/model_profile.py)."""
+        x = tf.cast(input_values, tf.float32)[:, :, None]
+        for index, layer in enumerate(self.conv_layers):
             if lengths is not None:
                 lengths = layer.output_lengths(lengths)
             x = layer(x, lengths)
+            if index == 0:
+                x = tf.cast(x, input_values.dtype)
         return x
 
 
@@ -763,8 +777,10 @@ class TFWav2Vec2ForSequenceClassification(Wav2Vec2PreTrainedModel):
         if output.frame_mask is None:
             pooled = tf.reduce_mean(projected, axis=1)
         else:
-            mask = tf.cast(output.frame_mask, projected.dtype)[:, :, None]
-            pooled = tf.reduce_sum(projected * mask, axis=1) / tf.reduce_sum(mask, axis=1)
+            # In float32: bfloat16 counts frames exactly only up to 256.
+            mask = output.frame_mask[:, :, None]
+            total = tf.reduce_sum(tf.cast(projected, tf.float32) * mask, axis=1)
+            pooled = tf.cast(total / tf.reduce_sum(mask, axis=1), projected.dtype)
         output.logits = self.classifier(pooled)
         return output
 

@@ -151,13 +151,14 @@ def load_checked_model(
     if "transcripts" not in config.outputs and (config.decoder or config.lm):
         raise OptionsError("--decoder and --lm decode transcripts, which this run does not write")
     try:
-        keep_for_this_process(LoadedWav2Vec2(inference_spec(config, model, hidden_layers)))
+        checked = LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
         tokenizer = None
         if "transcripts" in config.outputs:
             tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
     decoding = None if tokenizer is None else checked_decoding(config, model, tokenizer)
+    keep_for_this_process(checked)  # only now: every check passed, so run() will drop it
     return config, model, hidden_layers, decoding
 
 
@@ -235,6 +236,20 @@ def run(argv: Sequence[str]) -> int:
         return refusal[0]
     sys.stderr.buffer.write(held[0] if config.verbose else without_startup_notices(held[0]))
 
+    try:
+        return run_job(options, config, model, hidden_layers, decoding)
+    finally:
+        drop_kept_model()  # kept but not taken: a dry run, a run with nothing to infer, a failure
+
+
+def run_job(
+    options: PipelineOptions,
+    config: RunConfig,
+    model: Wav2Vec2Config,
+    hidden_layers: tuple[int, ...],
+    decoding: BeamDecoding | None,
+) -> int:
+    """Build and run the job on a checked configuration; returns the exit status."""
     from pipeline.graph import build_pipeline, table_specs
 
     run_id = new_run_id()
@@ -270,7 +285,6 @@ def run(argv: Sequence[str]) -> int:
                 result = pipeline.run()
                 result.wait_until_finish()
     finally:
-        drop_kept_model()  # kept but not taken: a run with nothing to infer
         if progress_dir is not None:
             shutil.rmtree(progress_dir, ignore_errors=True)
     write_empty_pieces(

@@ -127,3 +127,32 @@ np.savez({str(tmp_path / "out.npz")!r},
         arrays = [saved[f"arr_{i}"] for i in range(6)]
     for two, one in zip(arrays[::2], arrays[1::2], strict=True):
         np.testing.assert_allclose(two, one, atol=1e-5 * np.abs(one).max())
+
+
+def test_items_past_the_ladder_share_rungs_under_jax_and_keep_their_length_under_tf() -> None:
+    """XLA compiles once per shape, so the JAX runner rounds lengths past the ladder up to
+    further 1/16 rungs (by hand: 32000 -> 34240 -> 36480 -> 39040 -> 41600); the TF runner's
+    tf.function takes any shape, so there an item keeps its own length."""
+    from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+
+    ladder = [16_000, 32_000]
+    flax = FlaxWav2Vec2Runner(
+        FlaxWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base")), ladder=ladder
+    )
+    assert [flax.length_for(n) for n in (20_000, 32_000, 34_000, 39_000, 40_000)] == [
+        32_000,
+        32_000,
+        34_240,
+        39_040,
+        41_600,
+    ]
+    tf_runner = Wav2Vec2Runner(
+        TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "base")), ladder=ladder
+    )
+    assert [tf_runner.length_for(n) for n in (20_000, 40_000)] == [32_000, 40_000]
+    rng = np.random.default_rng(4)
+    long = rng.normal(size=40_000).astype(np.float32)  # padded to 41,600: still its own outputs
+    expected = tf_runner.model(long[None]).logits[0].numpy()
+    ours = flax.run([long]).logits[0]
+    assert ours.shape == expected.shape
+    assert np.abs(ours - expected).max() <= 1e-4 * np.abs(expected).max()

@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +136,7 @@ def print_table(rows: list[dict], device_name: str) -> None:
         memory = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") else "n/a"
         print(
             f"| {r['arch']} | {r['batch']} | {r['impl']} {r['mode']} | {r['median']:.0f} "
-            f"| {r['median']:.0f}x | {memory} | {ratio} |"
+            f"| {memory} | {ratio} |"
         )
 
 
@@ -161,6 +162,11 @@ def main() -> None:
     )
     python = {"jax": sys.executable, "torch": args.torch_python}
     rows: list[dict] = []
+
+    def save() -> None:  # after every step, so that a later failure loses nothing measured
+        report = {"device": device_name, "host": platform.processor(), "rows": rows}
+        (out / "gpu_bench.json").write_text(json.dumps(report, indent=1))
+
     for arch in archs:
         rows += speed_rows(
             python,
@@ -169,18 +175,29 @@ def main() -> None:
             2 if args.cpu else 10,
             "cpu" if args.cpu else "gpu",
         )
-    rows.append(agreement(str(REPO / "demo_model"), 1.0))
-    rows.append(agreement(str(REPO / "bench" / "checkpoints" / "base"), 30.0))
+        save()
+    steps = [
+        ("agreement", lambda: agreement(str(REPO / "demo_model"), 1.0)),
+        ("agreement", lambda: agreement(str(REPO / "bench" / "checkpoints" / "base"), 30.0)),
+    ]
     try:
         import apache_beam  # noqa: F401
 
         for precision in ("float32", "bfloat16"):
-            rows.append(pipeline_row(sys.executable, str(REPO / "demo_model"), precision, out))
+            steps.append(
+                (
+                    "pipeline",
+                    partial(pipeline_row, sys.executable, str(REPO / "demo_model"), precision, out),
+                )
+            )
     except ImportError as error:
         rows.append({"pipeline": "skipped", "reason": f"no Apache Beam here ({error})"})
-    (out / "gpu_bench.json").write_text(
-        json.dumps({"device": device_name, "host": platform.processor(), "rows": rows}, indent=1)
-    )
+    for name, step in steps:
+        try:
+            rows.append(step())
+        except Exception as error:  # a failed step is a row; the rest still runs
+            rows.append({name: "failed", "error": f"{type(error).__name__}: {error}"})
+        save()
     print_table(rows, device_name)
     for row in rows:
         if "median" not in row:

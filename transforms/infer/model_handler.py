@@ -48,7 +48,6 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from models.batching import bucket_for, padded_batch_size
 from models.ctc_beam_search import log_softmax
 from models.feature_extraction import Wav2Vec2FeatureExtractor
 from transforms.records import (
@@ -172,6 +171,15 @@ class LoadedWav2Vec2:
             theirs.jit_compile,
             theirs.ladder,
         ) and mine.hidden_layers == theirs.hidden_layers
+
+    def serving(self, spec: InferenceSpec) -> LoadedWav2Vec2:
+        """This model, now choosing its outputs by `spec` (which it `serves`)."""
+        self._spec = spec
+        return self
+
+    def computed_samples(self, lengths: Sequence[int]) -> int:
+        """Samples a forward pass over items of `lengths` computes, padding included."""
+        return self._runner.length_for(max(lengths)) * self._runner.rows_for(len(lengths))
 
     def take_unreported_load(self) -> bool:
         """True exactly once per load, so that exactly one batch reports it."""
@@ -306,19 +314,21 @@ def _marked(chunk: AudioChunk, error: ErrorRecord) -> InferredChunk:
 #: process (the DirectRunner in memory or in threads): the first `load_model` there takes it instead of loading
 #: the checkpoint a second time (1.5 s for base, more for lv60).
 _kept_for_this_process: list[LoadedWav2Vec2] = []
+_kept_lock = threading.Lock()
 
 
 def keep_for_this_process(model: LoadedWav2Vec2 | None) -> None:
     """Keep `model` for this process's worker, or (None) drop the one kept."""
-    _kept_for_this_process[:] = [] if model is None else [model]
+    with _kept_lock:
+        _kept_for_this_process[:] = [] if model is None else [model]
 
 
 def _take_kept(spec: InferenceSpec) -> LoadedWav2Vec2 | None:
-    for model in _kept_for_this_process:
-        if model.serves(spec):
-            _kept_for_this_process.clear()
-            model._spec = spec
-            return model
+    with _kept_lock:
+        for model in _kept_for_this_process:
+            if model.serves(spec):
+                _kept_for_this_process.clear()
+                return model.serving(spec)
     return None
 
 
@@ -354,9 +364,7 @@ class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedW
         Metrics.counter(METRICS_NAMESPACE, "chunks").inc(len(batch))
         lengths = [len(chunk.samples) for chunk in batch]
         Metrics.counter(METRICS_NAMESPACE, "input_samples").inc(sum(lengths))
-        Metrics.counter(METRICS_NAMESPACE, "computed_samples").inc(
-            bucket_for(max(lengths), self._spec.ladder) * padded_batch_size(len(batch))
-        )
+        Metrics.counter(METRICS_NAMESPACE, "computed_samples").inc(model.computed_samples(lengths))
         record_progress(
             self._progress_dir,
             batches=1,
