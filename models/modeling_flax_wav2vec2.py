@@ -450,7 +450,9 @@ class Wav2Vec2Module(nn.Module):
         }
 
 
-class Wav2Vec2ForCTCModule(nn.Module):
+class _HeadModule(nn.Module):
+    """The encoder (its parameters under "wav2vec2"), then the head's `head`: one call for all."""
+
     config: Wav2Vec2Config
     dtype: Any = jnp.float32
 
@@ -467,32 +469,34 @@ class Wav2Vec2ForCTCModule(nn.Module):
         output = Wav2Vec2Module(config, self.dtype, name="wav2vec2")(
             input_values, attention_mask, mask_time_indices, train, freeze_feature_encoder
         )
+        return {**output, **self.head(output, mask_time_indices, train)}
+
+    def head(
+        self, output: dict[str, Any], mask_time_indices: jax.Array | None, train: bool
+    ) -> dict[str, Any]:
+        """The head's outputs from the encoder's (its submodules are created here, by name)."""
+        raise NotImplementedError
+
+
+class Wav2Vec2ForCTCModule(_HeadModule):
+    def head(
+        self, output: dict[str, Any], mask_time_indices: jax.Array | None, train: bool
+    ) -> dict[str, Any]:
+        config = self.config
         hidden = nn.Dropout(config.final_dropout)(
             output["last_hidden_state"], deterministic=not train
         )
         lm_head = Dense(config.vocab_size, self.dtype, config.initializer_range, name="lm_head")
-        return {**output, "logits": lm_head(hidden)}
+        return {"logits": lm_head(hidden)}
 
 
-class Wav2Vec2ForSequenceClassificationModule(nn.Module):
+class Wav2Vec2ForSequenceClassificationModule(_HeadModule):
     """Encoder + mean-pooled projection + classifier (keyword spotting, emotion, language id)."""
 
-    config: Wav2Vec2Config
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(
-        self,
-        input_values: jax.Array,
-        attention_mask: jax.Array | None = None,
-        mask_time_indices: jax.Array | None = None,
-        train: bool = False,
-        freeze_feature_encoder: bool = False,
+    def head(
+        self, output: dict[str, Any], mask_time_indices: jax.Array | None, train: bool
     ) -> dict[str, Any]:
         config = self.config
-        output = Wav2Vec2Module(config, self.dtype, name="wav2vec2")(
-            input_values, attention_mask, mask_time_indices, train, freeze_feature_encoder
-        )
         if config.use_weighted_layer_sum:
             layers = config.num_hidden_layers + 1
             weights = jax.nn.softmax(
@@ -514,7 +518,7 @@ class Wav2Vec2ForSequenceClassificationModule(nn.Module):
             total = (projected.astype(jnp.float32) * mask).sum(axis=1)
             pooled = (total / mask.sum(axis=1)).astype(projected.dtype)
         classifier = Dense(config.num_labels, self.dtype, std, name="classifier")
-        return {**output, "logits": classifier(pooled)}
+        return {"logits": classifier(pooled)}
 
 
 class GumbelVectorQuantizer(nn.Module):
@@ -554,25 +558,13 @@ class GumbelVectorQuantizer(nn.Module):
         return quantized.reshape(batch, frames, -1), perplexity, ids
 
 
-class Wav2Vec2ForPreTrainingModule(nn.Module):
+class Wav2Vec2ForPreTrainingModule(_HeadModule):
     """Encoder + quantizer + projections: the discrete codevector ids of each frame."""
 
-    config: Wav2Vec2Config
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(
-        self,
-        input_values: jax.Array,
-        attention_mask: jax.Array | None = None,
-        mask_time_indices: jax.Array | None = None,
-        train: bool = False,
-        freeze_feature_encoder: bool = False,
+    def head(
+        self, output: dict[str, Any], mask_time_indices: jax.Array | None, train: bool
     ) -> dict[str, Any]:
         config = self.config
-        output = Wav2Vec2Module(config, self.dtype, name="wav2vec2")(
-            input_values, attention_mask, mask_time_indices, train, freeze_feature_encoder
-        )
         quantized, perplexity, ids = GumbelVectorQuantizer(config, self.dtype, name="quantizer")(
             output["extract_features"], mask_time_indices
         )
@@ -580,7 +572,6 @@ class Wav2Vec2ForPreTrainingModule(nn.Module):
         # The quantized states are float32 codevectors (as in the TF model), projected in float32.
         project_q = Dense(config.proj_codevector_dim, jnp.float32, name="project_q")
         return {
-            **output,
             "projected_states": project_hid(output["last_hidden_state"]),
             "projected_quantized_states": project_q(quantized),
             "codevector_perplexity": perplexity,
