@@ -117,6 +117,35 @@ def batch_outputs(
     return out
 
 
+def check_model_inputs(
+    config: Wav2Vec2Config,
+    values_shape: tuple[int | None, ...],
+    mask_shape: tuple[int | None, ...] | None = None,
+    unmasked_lengths: Sequence[int] | None = None,
+) -> None:
+    """ValueError, in one line, for inputs the convolution stack cannot take: both backends'
+    model calls check (batch, samples) values, their attention mask's shape, and each item's
+    unmasked samples against the receptive field (unknown sizes, None, are not checked)."""
+    if len(values_shape) != 2:
+        raise ValueError(f"input_values must be (batch, samples); got shape {values_shape}")
+    needed = config.receptive_field
+    if values_shape[1] is not None and values_shape[1] < needed:
+        raise ValueError(
+            f"input has {values_shape[1]} samples; the model needs at least {needed} "
+            f"(one frame of its convolution stack, {needed / 16000 * 1000:.0f} ms at 16 kHz)"
+        )
+    if mask_shape is not None and mask_shape != values_shape:
+        raise ValueError(
+            f"attention_mask shape {mask_shape} differs from input_values shape {values_shape}"
+        )
+    short = [i for i, n in enumerate(unmasked_lengths or ()) if n < needed]
+    if short:
+        raise ValueError(
+            f"items {short} have {[int(unmasked_lengths[i]) for i in short]} unmasked samples; "
+            f"the model needs at least {needed} per item"
+        )
+
+
 def check_lengths(config: Wav2Vec2Config, arrays: Sequence[np.ndarray]) -> None:
     """ValueError naming the first item shorter than the model's receptive field."""
     needed = config.receptive_field

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import hub
+from models.batching import check_model_inputs
 from models.configuration import Wav2Vec2Config
 from models.masking import compute_mask_indices
 from models.outputs import Wav2Vec2Output
@@ -734,29 +735,12 @@ class FlaxWav2Vec2PreTrainedModel:
         filled only when `output_hidden_states`.
         """
         values = jnp.asarray(input_values, jnp.float32)
-        if values.ndim != 2:
-            raise ValueError(f"input_values must be (batch, samples); got shape {values.shape}")
-        needed = self.config.receptive_field
-        if values.shape[1] < needed:
-            raise ValueError(
-                f"input has {values.shape[1]} samples; the model needs at least {needed} "
-                f"(one frame of its convolution stack, {needed / 16000 * 1000:.0f} ms at 16 kHz)"
-            )
-        mask = None
-        if attention_mask is not None:
-            mask = jnp.asarray(attention_mask, jnp.int32)
-            if mask.shape != values.shape:
-                raise ValueError(
-                    f"attention_mask shape {mask.shape} differs from input_values shape "
-                    f"{values.shape}"
-                )
-            lengths = np.asarray(mask.sum(axis=-1))
-            short = [i for i, n in enumerate(lengths) if n < needed]
-            if short:
-                raise ValueError(
-                    f"items {short} have {[int(lengths[i]) for i in short]} unmasked samples; the "
-                    f"model needs at least {needed} per item"
-                )
+        mask = None if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
+        if mask is None:
+            check_model_inputs(self.config, values.shape)
+        else:
+            lengths = mask.sum(axis=-1).tolist() if mask.shape == values.shape else None
+            check_model_inputs(self.config, values.shape, mask.shape, lengths)
         if mask_time_indices is not None:
             mask_time_indices = jnp.asarray(mask_time_indices, bool)
         if train and dropout_rng is None:

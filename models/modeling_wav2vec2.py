@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import hub
+from models.batching import check_model_inputs
 from models.configuration import Wav2Vec2Config
 from models.outputs import Wav2Vec2Output
 from models.parameters import Layout, Parameter
@@ -652,33 +653,14 @@ class Wav2Vec2PreTrainedModel(_Layer):
         values = tf.convert_to_tensor(input_values)
         if values.dtype != tf.float32:
             values = tf.cast(values, tf.float32)
-        if values.shape.rank != 2:
-            raise ValueError(
-                f"input_values must be (batch, samples); got shape {tuple(values.shape)}"
-            )
-        needed = self.config.receptive_field
-        if values.shape[1] is not None and values.shape[1] < needed:
-            raise ValueError(
-                f"input has {values.shape[1]} samples; the model needs at least {needed} "
-                f"(one frame of its convolution stack, {needed / 16000 * 1000:.0f} ms at 16 kHz)"
-            )
         if attention_mask is None:
+            check_model_inputs(self.config, tuple(values.shape))
             return values, None
-        mask = tf.convert_to_tensor(attention_mask)
-        if tuple(mask.shape) != tuple(values.shape):
-            raise ValueError(
-                f"attention_mask shape {tuple(mask.shape)} differs from input_values shape "
-                f"{tuple(values.shape)}"
-            )
-        mask = tf.cast(mask, tf.int32)
-        if tf.executing_eagerly():
-            lengths = tf.reduce_sum(mask, axis=-1).numpy()
-            short = [i for i, n in enumerate(lengths) if n < needed]
-            if short:
-                raise ValueError(
-                    f"items {short} have {[int(lengths[i]) for i in short]} unmasked samples; the "
-                    f"model needs at least {needed} per item"
-                )
+        mask = tf.cast(tf.convert_to_tensor(attention_mask), tf.int32)
+        lengths = None
+        if tf.executing_eagerly() and tuple(mask.shape) == tuple(values.shape):
+            lengths = tf.reduce_sum(mask, axis=-1).numpy().tolist()
+        check_model_inputs(self.config, tuple(values.shape), tuple(mask.shape), lengths)
         return values, mask
 
 

@@ -320,3 +320,27 @@ def test_tf_h5_checkpoint_loads_to_the_same_outputs_as_its_safetensors_twin(
         twin = np.asarray(models_by_name["base"](single(u)).logits[0])
         assert_close(ours, twin, f"h5 vs safetensors logits {u}")
         assert_close(ours, reference("base_h5")[f"logits_{u}"], f"h5 vs TF reference {u}")
+
+
+@pytest.mark.parametrize(
+    ("values", "mask", "message"),
+    [
+        (np.zeros(16_000, np.float32), None, r"must be \(batch, samples\)"),
+        (
+            np.zeros((1, 399), np.float32),
+            None,
+            "input has 399 samples; the model needs at least 400",
+        ),
+        (np.zeros((2, 1000), np.float32), np.ones((2, 999)), "attention_mask shape"),
+        (
+            np.zeros((2, 1000), np.float32),
+            np.concatenate([np.ones((1, 1000)), np.zeros((1, 1000))]),
+            r"items \[1\] have \[0\] unmasked samples",
+        ),
+    ],
+)
+def test_inputs_the_conv_stack_cannot_take_are_refused_in_one_line(
+    models_by_name: dict, values: np.ndarray, mask: np.ndarray | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        models_by_name["base"](values, attention_mask=mask)
