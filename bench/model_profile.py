@@ -5,8 +5,8 @@
 
 Each stage runs as its own `tf.function` on the input it gets inside the model (captured from one
 forward pass of random audio), once to trace and then `--runs` times; the best time is kept. The
-stages: the convolution stack (and, inside it, its activations and the first layer's group
-norm), the feature projection, the positional convolution, attention, the feed-forward blocks
+stages: the convolution stack (and, inside it, its activations and its first layer), the
+feature projection, the positional convolution, attention, the feed-forward blocks
 (and their activation), the layer norms, the CTC head, and the whole model in one function. Parts
 timed alone do not add up exactly to the whole (one function fuses and schedules across them), so
 each is reported as seconds per batch and as a share of the whole. Prints one JSON object, and a
@@ -45,7 +45,7 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
 
     import tensorflow as tf
 
-    from models.modeling_wav2vec2 import _activation, _group_norm_over_time
+    from models.modeling_wav2vec2 import _activation, _fusable_activation
 
     model = load_model(checkpoint)
     config = model.config
@@ -56,20 +56,19 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
 
     # The tensors each stage sees inside the model (one forward pass, stage by stage).
     conv_outputs = []
-    x = values[:, :, None]
-    for layer in main.feature_extractor.conv_layers:
+    x = tf.cast(values, tf.float32)
+    for index, layer in enumerate(main.feature_extractor.conv_layers):
         x = layer(x, None)
+        if index == 0:  # as the model does: the first layer runs in float32
+            x = tf.cast(x, dtype)
         conv_outputs.append(x)
     projected, _ = main.feature_projection(x)
     hidden = projected + main.encoder.pos_conv_embed(projected)
     layers = main.encoder.layers
-    intermediate = layers[0].feed_forward.intermediate_dense(hidden)
-    gelu = _activation(config.hidden_act)
+    intermediate_dense = layers[0].feed_forward.intermediate_dense
+    gelu = _fusable_activation(config.hidden_act)
     conv_gelu = _activation(config.feat_extract_activation)
     first = main.feature_extractor.conv_layers[0]
-    first_conv = tf.nn.conv1d(
-        values[:, :, None], tf.cast(first.kernel, dtype), stride=first.stride, padding="VALID"
-    )
 
     def timed(call: Callable[[], object]) -> float:
         return _best_seconds(tf.function(call), runs)
@@ -81,12 +80,9 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
         ),
         "  its activations alone": timed(lambda: [conv_gelu(out) for out in conv_outputs]),
     }
-    if first.norm == "group":
-        stages["  its group norm alone (first layer)"] = timed(
-            lambda: _group_norm_over_time(
-                first_conv, first.norm_weight, first.norm_bias, None, 1e-5
-            )
-        )
+    stages["  its first layer (convolution, norm, activation)"] = timed(
+        lambda: first(tf.cast(values, tf.float32), None)
+    )
     stages.update(
         {
             "feature projection (layer norm, linear)": timed(lambda: main.feature_projection(x)[0]),
@@ -99,10 +95,14 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
             f"feed-forward x {len(layers)}": timed(
                 lambda: [layer.feed_forward(hidden, False) for layer in layers]
             ),
-            # One call timed and multiplied: twelve identical calls in one function would be
-            # merged into one by TensorFlow's common-subexpression elimination.
-            f"  its activation alone x {len(layers)}": len(layers)
-            * timed(lambda: gelu(intermediate)),
+            # The activation runs inside the product's kernel: its cost is the product with it
+            # less the product alone, one call each, multiplied (twelve identical calls in one
+            # function would be merged by TensorFlow's common-subexpression elimination).
+            f"  its activation (fused into the product) x {len(layers)}": len(layers)
+            * (
+                timed(lambda: intermediate_dense(hidden, gelu))
+                - timed(lambda: intermediate_dense(hidden))
+            ),
             f"layer norms x {2 * len(layers) + 1}": timed(
                 lambda: (
                     [layer.layer_norm(hidden) for layer in layers]

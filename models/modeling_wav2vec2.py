@@ -222,14 +222,56 @@ class ConvLayer(_Layer):
         return tf.maximum((lengths - self.kernel_size) // self.stride + 1, 0)
 
     def __call__(self, x: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
+        """`x` is (B, T, C), or (B, samples) for the first layer; `lengths` are the valid output
+        frames of each item (None: all of them)."""
+        if self.norm == "group":
+            return self.activation(self._group_normed(x, lengths))
+        if len(x.shape) == 2:
+            x = x[:, :, None]
         x = tf.nn.conv1d(x, tf.cast(self.kernel, x.dtype), stride=self.stride, padding="VALID")
-        if self.bias is not None:  # bias_add, not +: Grappler fuses it into the convolution
-            x = tf.nn.bias_add(x, tf.cast(self.bias, x.dtype))
+        if self.bias is not None:
+            x = x + tf.cast(self.bias, x.dtype)
         if self.norm == "layer":
             x = _layer_norm(x, self.norm_weight, self.norm_bias, 1e-5)
-        elif self.norm == "group":
-            x = _group_norm_over_time(x, self.norm_weight, self.norm_bias, lengths, 1e-5)
         return self.activation(x)
+
+    def _group_normed(self, samples: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
+        """The convolution followed by GroupNorm with one group per channel (each channel
+        normalized over time), as one product of each item's frames with its own kernel.
+
+        With `lengths`, the statistics come from each item's valid frames only, so that padding
+        does not change an item's features (the reference includes the padding in them).
+
+        This layer makes the widest tensor of the model (512 channels at 3.2 kHz: 0.5 GB for 8 x
+        10 s), and a norm over its time axis would take six passes over it. But with one input
+        channel the output is linear in each frame's `kernel_size` samples, so its mean and
+        variance per channel follow from the mean and covariance of those samples (k x k per
+        item, in float64), and the norm folds into a per-item kernel and shift: one batched
+        product writes the normalized output. (The convolution's bias cancels in the norm.)
+        Measured on a Zen 4 CPU, 8 x 10 s of base with masks, this layer and its cast to
+        bfloat16: 0.37 s as a convolution followed by the norm, 0.16 s this way.
+        """
+        samples = tf.cast(samples, tf.float32)
+        if len(samples.shape) == 3:
+            samples = samples[:, :, 0]
+        frames = tf.signal.frame(samples, self.kernel_size, self.stride)  # (B, T, k)
+        frames64 = tf.cast(frames, tf.float64)
+        count = tf.shape(frames)[1]
+        if lengths is None:
+            lengths = tf.fill(tf.shape(frames)[:1], count)
+        over_valid = (
+            tf.sequence_mask(lengths, count, dtype=tf.float64)
+            / tf.maximum(tf.cast(lengths, tf.float64), 1.0)[:, None]
+        )  # (B, T): 1/length on valid frames, 0 on padding
+        mean = tf.matmul(over_valid[:, None, :], frames64)  # (B, 1, k)
+        centered = frames64 - mean
+        covariance = tf.matmul(centered * over_valid[:, :, None], centered, transpose_a=True)
+        kernel = tf.cast(self.kernel[:, 0, :], tf.float64)  # (k, C)
+        variance = tf.reduce_sum(kernel * tf.matmul(covariance, kernel), axis=1)  # (B, C)
+        scale = tf.cast(self.norm_weight, tf.float64) * tf.math.rsqrt(variance + 1e-5)
+        shift = tf.cast(self.norm_bias, tf.float64) - tf.matmul(mean, kernel)[:, 0] * scale
+        item_kernels = tf.cast(kernel[None] * scale[:, None, :], tf.float32)  # (B, k, C)
+        return tf.matmul(frames, item_kernels) + tf.cast(shift, tf.float32)[:, None, :]
 
 
 def _layer_norm(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable, eps: float) -> tf.Tensor:
@@ -237,34 +279,6 @@ def _layer_norm(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable, eps: float
     x = tf.cast(x, tf.float32)
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
     return tf.cast((x - mean) * tf.math.rsqrt(variance + eps) * weight + bias, dtype)
-
-
-def _group_norm_over_time(
-    x: tf.Tensor, weight: tf.Variable, bias: tf.Variable, lengths: tf.Tensor | None, eps: float
-) -> tf.Tensor:
-    """GroupNorm with one group per channel: each channel normalized over time.
-
-    With `lengths`, the statistics come from each item's valid frames only, so that padding does
-    not change an item's features (the reference includes the padding in its statistics).
-
-    This runs on the widest tensor of the model (512 channels at 3.2 kHz: 0.5 GB for 8 x 10 s), so
-    it is written for few passes over it: the masked sums over time are matrix products with the
-    mask (no masked copies), and the normalization is one scale and one shift per channel.
-    """
-    dtype = x.dtype
-    x = tf.cast(x, tf.float32)
-    if lengths is None:
-        mean, variance = tf.nn.moments(x, axes=[1], keepdims=True)
-        centered = x - mean
-    else:
-        over_valid = (
-            frame_mask(lengths, tf.shape(x)[1])[:, None, :]
-            / tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None, None]
-        )  # (B, 1, T): 1/length on valid frames, 0 on padding
-        mean = tf.matmul(over_valid, x)
-        centered = x - mean
-        variance = tf.matmul(over_valid, tf.square(centered))
-    return tf.cast(centered * (weight * tf.math.rsqrt(variance + eps)) + bias, dtype)
 
 
 class FeatureEncoder(_Layer):
@@ -282,7 +296,7 @@ class FeatureEncoder(_Layer):
         while its norm and activation run in float32 anyway, so in a bfloat16 pass computing it in
         bfloat16 only adds casts over the widest tensor of the model (measured on a Zen 4 CPU with
         AVX512-BF16: 0.65 -> 0.55 s for 8 x 10 s of base; bench/model_profile.py)."""
-        x = tf.cast(input_values, tf.float32)[:, :, None]
+        x = tf.cast(input_values, tf.float32)
         for index, layer in enumerate(self.conv_layers):
             if lengths is not None:
                 lengths = layer.output_lengths(lengths)
