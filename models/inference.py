@@ -50,7 +50,9 @@ class Wav2Vec2Runner:
             tf.TensorSpec([None, None], tf.float32),
             tf.TensorSpec([None, None], tf.int32),
         ]
-        self._forward = tf.function(self._run, jit_compile=jit_compile, input_signature=signature)
+        self._forward = tf.function(
+            self._run, jit_compile=jit_compile, input_signature=signature, autograph=False
+        )
 
     def _run(self, values: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
         values = tf.cast(values, self.compute_dtype)
