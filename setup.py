@@ -40,5 +40,5 @@ setup(
     ),
     install_requires=INSTALL_REQUIRES,
     extras_require={"jax": JAX, "test": ["pytest", "ruff", "jiwer", *JAX]},
-    entry_points={"console_scripts": ["wav2vec2-beam = pipeline.__main__:main"]},
+    entry_points={"console_scripts": ["wav2vec2-beam = pipeline.__main__:cli"]},
 )

@@ -16,6 +16,9 @@ dropped, spaces collapsed. Decoding is greedy CTC and, when the checkpoint ships
 
 A fourth set, Harvard sentences (demo/out_of_domain.txt) in training voices, checks that the
 demo's LM, estimated on the demo's own narrow text, does not spoil words outside it.
+
+With `--precision bfloat16`, each set is also run in that precision: its greedy WER and CER,
+and the share of frames whose argmax (the greedy decision) equals float32's.
 """
 
 from __future__ import annotations
@@ -162,13 +165,26 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
     return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
 
 
-def evaluate(model_dir: str, count: int, seed: int) -> list[dict[str, Any]]:
+def argmax_agreement(logits: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> float:
+    """The share of frames, over all utterances, whose argmax is the same in both."""
+    same = sum(
+        int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(logits, others, strict=True)
+    )
+    return same / sum(len(a) for a in logits)
+
+
+def evaluate(
+    model_dir: str, count: int, seed: int, precision: str = "float32"
+) -> list[dict[str, Any]]:
     """One row per set: its name, size, WER and CER (greedy, and with the checkpoint's LM if it
-    ships one) and a few example transcripts."""
+    ships one) and a few example transcripts; with another `precision`, also its greedy WER and
+    CER in it and its argmax agreement with float32."""
     from models.inference import Wav2Vec2Runner
     from models.modeling_wav2vec2 import TFWav2Vec2ForCTC
 
-    runner = Wav2Vec2Runner(TFWav2Vec2ForCTC.from_pretrained(model_dir))
+    model = TFWav2Vec2ForCTC.from_pretrained(model_dir)
+    runner = Wav2Vec2Runner(model)
+    other = None if precision == "float32" else Wav2Vec2Runner(model, precision=precision)
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model_dir)
     sets = [
         synthesized_set(
@@ -196,6 +212,17 @@ def evaluate(model_dir: str, count: int, seed: int) -> list[dict[str, Any]]:
         if with_lm is not None:
             rates = error_rates(evaluation_set.texts, with_lm)
             row.update(wer_lm=rates["wer"], cer_lm=rates["cer"])
+        if other is not None:
+            other_logits = utterance_logits(other, evaluation_set.audio)
+            other_texts = tokenizer.batch_decode([item.argmax(-1) for item in other_logits])
+            rates = error_rates(evaluation_set.texts, other_texts)
+            row.update(
+                {
+                    f"wer_{precision}": rates["wer"],
+                    f"cer_{precision}": rates["cer"],
+                    f"argmax_agreement_{precision}": argmax_agreement(logits, other_logits),
+                }
+            )
         row["examples"] = [
             {"reference": r, "greedy": h, **({"with_lm": m} if with_lm else {})}
             for r, h, m in list(
@@ -209,8 +236,14 @@ def evaluate(model_dir: str, count: int, seed: int) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows, for the terminal and docs/DEMO_MODEL.md."""
     lm = all("wer_lm" in row for row in rows)
+    precision = next(
+        (k.removeprefix("wer_") for k in rows[0] if k.startswith("wer_") and k != "wer_lm"), None
+    )
     header = "| set | utterances | WER | CER |" + (" WER with LM | CER with LM |" if lm else "")
-    lines = [header, "|---|---:|---:|---:|" + ("---:|---:|" if lm else "")]
+    if precision:
+        header += f" WER {precision} | CER {precision} | argmax = float32 |"
+    columns = 2 + 2 * lm + 3 * bool(precision)
+    lines = [header, "|---|---:" + "|---:" * columns + "|"]
     for row in rows:
         line = (
             f"| {row['set']} | {row['utterances']} | {100 * row['wer']:.1f}% | "
@@ -218,6 +251,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
         if lm:
             line += f" {100 * row['wer_lm']:.1f}% | {100 * row['cer_lm']:.1f}% |"
+        if precision:
+            line += (
+                f" {100 * row[f'wer_{precision}']:.1f}% | {100 * row[f'cer_{precision}']:.1f}% |"
+                f" {100 * row[f'argmax_agreement_{precision}']:.2f}% |"
+            )
         lines.append(line)
     return "\n".join(lines)
 
@@ -229,8 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write the rows (with examples) here")
     parser.add_argument("--examples", action="store_true", help="print example transcripts")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="also run each set in this precision and compare it with float32",
+    )
     args = parser.parse_args(argv)
-    rows = evaluate(args.model, args.count, args.seed)
+    rows = evaluate(args.model, args.count, args.seed, args.precision)
     print(table(rows))
     if args.examples:
         for row in rows:

@@ -294,8 +294,8 @@ class DecodePool:
     def submit(self, log_probs: np.ndarray) -> Future:
         return self._executor.submit(decode_item, log_probs)
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, wait: bool = False) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
 
 
 _pool_lock = threading.Lock()
@@ -321,6 +321,16 @@ def discard_pool(pool: DecodePool) -> None:
         if _pool is pool:
             _pool = None
     pool.shutdown()
+
+
+def close_shared_pool() -> None:
+    """Stop this process's pool and wait for its processes to exit: for a process about to end
+    without the interpreter's own shutdown, which would otherwise stop them."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
 
 
 @atexit.register
