@@ -110,13 +110,14 @@ def peer_model_speed(
 
 
 _MEASURED = """
-import sys
-from pipeline.__main__ import main
-code = main(sys.argv[1:])
-# VmHWM, not ru_maxrss: the latter starts from the parent's peak when forked.
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
-print("maxrss_kb", int(hwm.split()[1]))
-sys.exit(code)
+import atexit
+from pipeline.__main__ import cli
+# VmHWM, not ru_maxrss: the latter starts from the parent's peak when forked. Read at exit, as
+# `python -m pipeline` ends (cli: its exit handlers, then no interpreter teardown).
+atexit.register(lambda: print("maxrss_kb", int([
+    line for line in open("/proc/self/status") if line.startswith("VmHWM:")
+][0].split()[1])))
+cli()
 """
 
 

@@ -45,6 +45,8 @@ class Wav2Vec2Runner:
         self.hidden_layers = checked_hidden_layers(self.config, hidden_layers)
         self.ladder = list(ladder) if ladder is not None else bucket_ladder(60 * 16_000)
         self.compute_dtype = tf.dtypes.as_dtype(precision)
+        if self.compute_dtype != tf.float32:
+            model.keep_weights_in(self.compute_dtype)
         # One trace for every shape; XLA still compiles once per concrete (batch, length) bucket.
         signature = [
             tf.TensorSpec([None, None], tf.float32),

@@ -1,4 +1,5 @@
-"""The demo's sentence generator, its held-out split and its augmentation (demo/corpus.py).
+"""The demo's sentence generator, its held-out split and its augmentation (demo/corpus.py), and
+the evaluation's precision comparison (demo/evaluate.py).
 
 The draw order matters beyond these tests: the same command must train the same model, so the
 committed artifacts that were drawn from the generator (the held-out test set's texts, voices,
@@ -17,7 +18,7 @@ import pytest
 
 from demo import corpus
 from demo.build_lm import ARPA_NAME, build
-from demo.evaluate import held_out_plans
+from demo.evaluate import argmax_agreement, held_out_plans, table
 
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = REPO / "tests" / "fixtures" / "demo_heldout" / "transcripts.json"
@@ -98,3 +99,18 @@ def test_augmentation_pads_levels_and_adds_noise_within_its_ranges(seed: int) ->
     if np.mean(noise**2) > 1e-12:  # 60% of draws: noise 10-40 dB under the (padded) speech
         snr_db = 10 * np.log10(np.mean(padded**2) / np.mean(noise**2))
         assert 9.0 <= snr_db <= 41.0, snr_db
+
+
+def test_argmax_agreement_counts_frames_over_all_utterances() -> None:
+    # Utterance one: frames 0 and 2 agree, frame 1 does not; utterance two: its one frame agrees.
+    first = [np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]), np.array([[0.0, 1.0]])]
+    second = [np.array([[0.7, 0.3], [0.4, 0.6], [0.1, 0.9]]), np.array([[0.2, 0.3]])]
+    assert argmax_agreement(first, second) == 3 / 4
+
+
+def test_the_table_shows_the_other_precision() -> None:
+    row = {"set": "s", "utterances": 2, "wer": 0.5, "cer": 0.25}
+    row.update(wer_bfloat16=0.5, cer_bfloat16=0.3, argmax_agreement_bfloat16=0.99875)
+    header, rule, line = table([row]).splitlines()
+    assert header.count("|") == rule.count("|") == line.count("|") == 8
+    assert line == "| s | 2 | 50.0% | 25.0% | 50.0% | 30.0% | 99.88% |"

@@ -56,6 +56,25 @@ def test_runner_outputs_equal_single_calls(model: TFWav2Vec2ForCTC, jit_compile:
         assert np.abs(out.hidden_states[0][i] - first).max() <= 1e-4 * np.abs(first).max()
 
 
+def test_bfloat16_runner_reads_its_own_copies_of_the_weights() -> None:
+    """A bfloat16 runner keeps bfloat16 copies of the weights: its outputs are exactly those of
+    casting the float32 weights on every call, and it reads the copies (float32 weights changed
+    afterwards are not seen)."""
+    import tensorflow as tf
+
+    checkpoint = str(CHECKPOINTS / "base")
+    audio = np.random.default_rng(1).normal(size=(2, 5_000)).astype(np.float32)
+    values = tf.cast(tf.constant(audio), tf.bfloat16)
+    casting = TFWav2Vec2ForCTC.from_pretrained(checkpoint)
+    expected = casting.forward(values, None, None, False).logits.numpy()
+    copying = TFWav2Vec2ForCTC.from_pretrained(checkpoint)
+    Wav2Vec2Runner(copying, precision="bfloat16")
+    assert np.array_equal(copying.forward(values, None, None, False).logits.numpy(), expected)
+    head = copying.lm_head.weight
+    head.assign(head * 2.0)
+    assert np.array_equal(copying.forward(values, None, None, False).logits.numpy(), expected)
+
+
 def test_runner_refuses_out_of_range_layers(model: TFWav2Vec2ForCTC) -> None:
     with pytest.raises(ValueError, match="out of range"):
         Wav2Vec2Runner(model, hidden_layers=[model.config.num_hidden_layers + 1])
