@@ -12,6 +12,9 @@
    and of the run alone (summary.json's wall_seconds), peak RSS, and the padding waste.
 4. With `--peer_python`: transformers' PyTorch model alone on the same decoded files, in the same
    duration-sorted groups (each zero-padded to its longest item, without a mask, as base-960h runs).
+   With `--repeats N`, steps 2-4 run N times in turn and the report gives the medians (and every
+   run's figure): on a shared machine whose speed drifts by 5-10% between minutes, one pass each
+   can tilt a ratio either way.
 5. Peak RSS of the pipeline over one 1-minute and one `--long_minutes` file.
 Prints one JSON object.
 """
@@ -155,6 +158,12 @@ def main() -> None:
         "--no_memory", action="store_true", help="Skip the peak-RSS runs (speed only)."
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure every side this many times, interleaved, and report the medians",
+    )
+    parser.add_argument(
         "--peer_python",
         help="Python with torch and transformers (bench/.venv-torch/bin/python): also time "
         "transformers' PyTorch model alone on the same files",
@@ -177,34 +186,41 @@ def main() -> None:
         paths = write_corpus(work / "corpus", args.minutes * 60)
         report["files"] = len(paths)
         report["audio_s"] = sum(soundfile.info(p).duration for p in paths)
-        report["bare_model_audio_s_per_s"] = bare_model_speed(
-            args.checkpoint, paths, args.batch_size, args.precision
-        )
         flags = [
             "--chunk_length_s=0",
             f"--batch_size={args.batch_size}",
             f"--precision={args.precision}",
         ]
-        summary = run_pipeline(
-            str(work / "corpus" / "*.flac"), args.checkpoint, work / "out", flags
-        )
-        bare = report["bare_model_audio_s_per_s"]
-        report["pipeline_process_audio_s_per_s"] = (
-            summary["audio_seconds"] / summary["process_seconds"]
-        )
-        report["pipeline_process_over_bare"] = report["pipeline_process_audio_s_per_s"] / bare
-        report["pipeline_run_audio_s_per_s"] = summary["audio_seconds"] / summary["wall_seconds"]
-        report["pipeline_run_over_bare"] = report["pipeline_run_audio_s_per_s"] / bare
+        runs: dict[str, list[float]] = {"bare": [], "process": [], "run": [], "peer": []}
+        for repeat in range(args.repeats):  # interleaved, so that a slower minute hits all sides
+            runs["bare"].append(
+                bare_model_speed(args.checkpoint, paths, args.batch_size, args.precision)
+            )
+            summary = run_pipeline(
+                str(work / "corpus" / "*.flac"), args.checkpoint, work / f"out{repeat}", flags
+            )
+            runs["process"].append(summary["audio_seconds"] / summary["process_seconds"])
+            runs["run"].append(summary["audio_seconds"] / summary["wall_seconds"])
+            if args.peer_python:
+                runs["peer"].append(
+                    peer_model_speed(
+                        args.peer_python, args.checkpoint, paths, args.batch_size, args.precision
+                    )
+                )
+        median = {key: float(np.median(values)) for key, values in runs.items() if values}
+        bare = median["bare"]
+        report["bare_model_audio_s_per_s"] = bare
+        report["pipeline_process_audio_s_per_s"] = median["process"]
+        report["pipeline_process_over_bare"] = median["process"] / bare
+        report["pipeline_run_audio_s_per_s"] = median["run"]
+        report["pipeline_run_over_bare"] = median["run"] / bare
         report["padding_waste"] = summary.get("padding_waste")
         report["pipeline_peak_rss_mib"] = summary["peak_rss_mib"]
         if args.peer_python:
-            peer = peer_model_speed(
-                args.peer_python, args.checkpoint, paths, args.batch_size, args.precision
-            )
-            report["pytorch_model_audio_s_per_s"] = peer
-            report["pipeline_process_over_pytorch_model"] = (
-                report["pipeline_process_audio_s_per_s"] / peer
-            )
+            report["pytorch_model_audio_s_per_s"] = median["peer"]
+            report["pipeline_process_over_pytorch_model"] = median["process"] / median["peer"]
+        if args.repeats > 1:
+            report["repeats"] = {key: values for key, values in runs.items() if values}
         if args.no_memory:
             print(json.dumps(report, indent=2))
             return
