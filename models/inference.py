@@ -26,7 +26,9 @@ class Wav2Vec2Runner:
 
     `hidden_layers` are indices into the reference's `hidden_states` (0 is the encoder input,
     -1 the last); empty means none are returned. `precision` "bfloat16"/"float16" computes the
-    matrix products in that type (weights stay float32; norms and softmax run in float32).
+    matrix products in that type, from copies of the weights in it (`keep_weights_in`); the
+    first convolution layer, the norms and the activations compute in float32, and attention
+    scores are rounded to the compute type before softmax, as PyTorch's autocast does.
     """
 
     def __init__(
