@@ -268,7 +268,7 @@ class ConvLayer(_Layer):
         return self.activation(x)
 
     def _group_normed(self, samples: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
-        """The convolution followed by GroupNorm with one group per channel (each channel
+        """(B, samples) in; the convolution followed by GroupNorm with one group per channel (each channel
         normalized over time), as one product of each item's frames with its own kernel.
 
         With `lengths`, the statistics come from each item's valid frames only, so that padding
@@ -283,11 +283,8 @@ class ConvLayer(_Layer):
         Measured on a Zen 4 CPU, 8 x 10 s of base with masks, this layer and its cast to
         bfloat16: 0.37 s as a convolution followed by the norm, 0.16 s this way.
         """
-        samples = tf.cast(samples, tf.float32)
-        if len(samples.shape) == 3:
-            samples = samples[:, :, 0]
-        frames = tf.signal.frame(samples, self.kernel_size, self.stride)  # (B, T, k)
-        frames64 = tf.cast(frames, tf.float64)
+        frames = tf.signal.frame(tf.cast(samples, tf.float32), self.kernel_size, self.stride)
+        frames64 = tf.cast(frames, tf.float64)  # (B, T, k)
         count = tf.shape(frames)[1]
         if lengths is None:
             lengths = tf.fill(tf.shape(frames)[:1], count)
