@@ -106,7 +106,8 @@ def peer_model_speed(
     """transformers' PyTorch model alone on the same files, in `bare_model_speed`'s groups (each
     zero-padded to its longest item, without a mask, as base-960h is run), fp32 or bf16 autocast."""
     decoded = paths[0].parent.parent / "decoded.npz"  # the peer's venv has no soundfile
-    np.savez(decoded, *[soundfile.read(p, dtype="float32")[0] for p in paths])
+    if not decoded.exists():  # once for all --repeats
+        np.savez(decoded, *[soundfile.read(p, dtype="float32")[0] for p in paths])
     args = [str(decoded), str(batch_size), precision, checkpoint]
     done = subprocess.run([python, "-c", _PEER, *args], capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])

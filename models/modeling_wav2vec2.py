@@ -31,6 +31,8 @@ from models.outputs import Wav2Vec2Output
 from models.parameters import Layout, Parameter
 
 _SQRT_HALF = math.sqrt(0.5)
+#: transformers' names for GELU's tanh approximation
+_TANH_GELUS = ("gelu_new", "gelu_fast", "gelu_pytorch_tanh")
 _NEG_INF = -1e9  # additive attention bias for padded keys; finite so all-padded rows stay finite
 
 
@@ -39,7 +41,7 @@ def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
     element-wise function of its own (see `_fusable_activation` for one after a matrix product)."""
     if name == "gelu":
         return _gelu_erf
-    if name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+    if name in _TANH_GELUS:
         return lambda x: _in_float32(lambda y: tf.nn.gelu(y, approximate=True), x)
     if name == "relu":
         return tf.nn.relu
@@ -58,7 +60,7 @@ def _fusable_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
     105 ms with its GELU as separate ops, 50 ms fused (the product alone: 46 ms)."""
     if name == "gelu":
         return lambda x: tf.nn.gelu(x, approximate=False)
-    if name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+    if name in _TANH_GELUS:
         return lambda x: tf.nn.gelu(x, approximate=True)
     return _activation(name)
 
