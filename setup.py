@@ -10,6 +10,10 @@ from setuptools import find_namespace_packages, setup
 INSTALL_REQUIRES = [
     "apache-beam[gcp]==2.77.0",
     "tensorflow==2.21.0",
+    # Keras 2, which transformers' TF classes subclass and TensorFlow 2.21 ships beside Keras 3:
+    # our TFWav2Vec2* classes are its Models, so users' Keras 2 code (fit, SavedModel, the
+    # functional API) works with them as with transformers'. Imported by those classes only.
+    "tf-keras==2.21.0",
     "numpy>=2,<2.5",
     "protobuf<7",
     "pyarrow==25.0.1",

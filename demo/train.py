@@ -287,7 +287,7 @@ def train(
         optimizer.apply_gradients(
             zip(tape.gradient(output.loss, variables), variables, strict=True)
         )
-        return output.loss
+        return output.loss[0]
 
     runner = Wav2Vec2Runner(model)
     dev_audio = [a.astype(np.float32) / 32768 for a in dev.audio]

@@ -40,9 +40,16 @@ _HOMES = {
     "TFWav2Vec2ForPreTraining": "modeling_wav2vec2",
     "TFWav2Vec2ForSequenceClassification": "modeling_wav2vec2",
     "TFWav2Vec2Model": "modeling_wav2vec2",
-    "Wav2Vec2Output": "outputs",
-    "Wav2Vec2PreTrainedModel": "modeling_wav2vec2",
+    "CausalLMOutput": "outputs",
+    "ModelOutput": "outputs",
+    "SequenceClassifierOutput": "outputs",
+    "Wav2Vec2BaseModelOutput": "outputs",
+    "Wav2Vec2ForPreTrainingOutput": "outputs",
+    "TFWav2Vec2MainLayer": "modeling_wav2vec2",
+    "TFWav2Vec2PreTrainedModel": "modeling_wav2vec2",
     "Wav2Vec2Processor": "processing",
+    "Wav2Vec2ProcessorWithLM": "processing_with_lm",
+    "Wav2Vec2DecoderWithLMOutput": "processing_with_lm",
     "Wav2Vec2CTCTokenizer": "tokenizer",
     "CheckpointError": "weights",
     "AutoConfig": "auto",
@@ -73,7 +80,7 @@ def load_model(path: str, revision: str | None = None, backend: str = "tf") -> A
     """The model class that config.json's `architectures` names, loaded from `path` (a folder,
     a gs:// URL or a hub id), in `backend` ("tf" or "jax")."""
     from models import hub
-    from models.configuration import Wav2Vec2Config
+    from models.configuration import load_checked_config
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -83,7 +90,7 @@ def load_model(path: str, revision: str | None = None, backend: str = "tf") -> A
         from models.modeling_wav2vec2 import MODEL_CLASSES as classes
 
     path = hub.resolve(str(path), revision)
-    config = Wav2Vec2Config.from_pretrained(path)
+    config = load_checked_config(path)
     return classes[config.architecture].from_pretrained(path)
 
 
@@ -96,6 +103,7 @@ __all__ = [
     "AutoModelForCTC",
     "AutoProcessor",
     "AutoTokenizer",
+    "CausalLMOutput",
     "CheckpointError",
     "FlaxWav2Vec2ForCTC",
     "FlaxWav2Vec2ForPreTraining",
@@ -103,19 +111,25 @@ __all__ = [
     "FlaxWav2Vec2Model",
     "FlaxWav2Vec2PreTrainedModel",
     "FlaxWav2Vec2Runner",
+    "ModelOutput",
+    "SequenceClassifierOutput",
     "TFAutoModel",
     "TFAutoModelForCTC",
     "TFWav2Vec2ForCTC",
     "TFWav2Vec2ForPreTraining",
     "TFWav2Vec2ForSequenceClassification",
+    "TFWav2Vec2MainLayer",
     "TFWav2Vec2Model",
+    "TFWav2Vec2PreTrainedModel",
     "UnsupportedConfigError",
+    "Wav2Vec2BaseModelOutput",
     "Wav2Vec2CTCTokenizer",
     "Wav2Vec2Config",
+    "Wav2Vec2DecoderWithLMOutput",
     "Wav2Vec2FeatureExtractor",
-    "Wav2Vec2Output",
-    "Wav2Vec2PreTrainedModel",
+    "Wav2Vec2ForPreTrainingOutput",
     "Wav2Vec2Processor",
+    "Wav2Vec2ProcessorWithLM",
     "Wav2Vec2Runner",
     "_compute_mask_indices",
     "compute_mask_indices",

@@ -18,7 +18,7 @@ from models.batching import (
     pad_batch,
     padded_batch_size,
 )
-from models.modeling_wav2vec2 import Wav2Vec2PreTrainedModel
+from models.modeling_wav2vec2 import TFWav2Vec2PreTrainedModel
 
 
 class Wav2Vec2Runner:
@@ -33,7 +33,7 @@ class Wav2Vec2Runner:
 
     def __init__(
         self,
-        model: Wav2Vec2PreTrainedModel,
+        model: TFWav2Vec2PreTrainedModel,
         *,
         hidden_layers: Sequence[int] = (),
         jit_compile: bool = False,

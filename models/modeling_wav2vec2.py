@@ -1,709 +1,357 @@
-"""Wav2Vec2 in TensorFlow: the whole model in one file, parameter names as Hugging Face's.
+"""transformers' TFWav2Vec2 classes: Keras 2 models over our own layers (`models.tf_layers`).
 
-Every layer is a small `tf.Module` whose parameters are registered under the exact name the
-PyTorch checkpoint uses ("encoder.layers.0.attention.q_proj.weight"), together with the layout
-change from PyTorch to TensorFlow. Loading a checkpoint is then a name-for-name copy that can name
-every missing, unexpected or mis-shaped weight (see `models/weights.py`).
+The classes subclass the Keras `Model` that transformers' TF classes subclass, Keras 2
+(`tf_keras`, which TensorFlow 2.21 ships beside Keras 3 for exactly this), so a user's Keras 2
+code works with them as it does with transformers': inputs as keywords or as one dict, list or
+tuple; `output_attentions`, `output_hidden_states` and `return_dict` falling back to the config;
+`compile` and `fit` with the model's own loss (no `loss=` needed) or a Keras loss on the logits;
+the functional API; `save_pretrained(saved_model=True)` and `model.save()`; `get_config` and
+`from_config`. Only this module imports `tf_keras`.
 
-Tensors are batch-major and channels-last throughout: audio (B, samples), features (B, T, C).
-
-Padding. The reference (transformers' Wav2Vec2) gives a padded batch the same answers as single
-utterances only for layer-norm ("lv60") models. Here every step that mixes time steps respects the
-attention mask: the group norm of the first convolution takes its statistics over the valid frames
-only, padded frames are zeroed before the positional convolution, and attention never looks at
-padded keys. So with a mask, any item of a padded batch gets what it gets alone, for both
-architectures; without a mask the computation is exactly the reference's.
+Weights load from the same checkpoints with the same names as before: each class hands its
+Hugging Face-named parameters (`named_parameters`) to `models/weights.py`. The inference runner
+(`models.inference`) traces `forward` directly, outside Keras' call machinery.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+import functools
+import inspect
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from models import hub
 from models.batching import check_model_inputs
-from models.configuration import Wav2Vec2Config
-from models.outputs import Wav2Vec2Output
-from models.parameters import Layout, Parameter
+from models.configuration import Wav2Vec2Config, load_checked_config
+from models.outputs import (
+    CausalLMOutput,
+    ModelOutput,
+    SequenceClassifierOutput,
+    Wav2Vec2BaseModelOutput,
+    Wav2Vec2ForPreTrainingOutput,
+)
+from models.parameters import Parameter
+from models.tf_layers import (
+    Encoder,
+    FeatureEncoder,
+    FeatureProjection,
+    GumbelVectorQuantizer,
+    Init,
+    Linear,
+    Named,
+    compute_mask_indices,
+    conv_output_lengths,
+    ctc_loss,
+    dropout,
+    frame_mask,
+)
 
-_SQRT_HALF = math.sqrt(0.5)
-#: transformers' names for GELU's tanh approximation
-_TANH_GELUS = ("gelu_new", "gelu_fast", "gelu_pytorch_tanh")
-_NEG_INF = -1e9  # additive attention bias for padded keys; finite so all-padded rows stay finite
-
-
-def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The activation transformers' ACT2FN gives for `name` (exact erf GELU for "gelu"), as an
-    element-wise function of its own (see `_fusable_activation` for one after a matrix product)."""
-    if name == "gelu":
-        return _gelu_erf
-    if name in _TANH_GELUS:
-        return lambda x: _in_float32(lambda y: tf.nn.gelu(y, approximate=True), x)
-    if name == "relu":
-        return tf.nn.relu
-    if name in ("swish", "silu"):
-        return tf.nn.silu
-    if name == "tanh":
-        return tf.tanh
-    raise ValueError(f"unsupported activation {name!r}")
-
-
-def _fusable_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The activation `name` written as the ops Grappler's remapper folds into the matrix product
-    and bias before it (one oneDNN kernel that applies it to the float32 accumulator, so a
-    bfloat16 pass computes it in float32 too): `tf.nn.gelu` in the tensor's own type. Measured
-    on a Zen 4 CPU with AVX512-BF16, one feed-forward product of 8 x 10 s of base in bfloat16:
-    105 ms with its GELU as separate ops, 50 ms fused (the product alone: 46 ms)."""
-    if name == "gelu":
-        return lambda x: tf.nn.gelu(x, approximate=False)
-    if name in _TANH_GELUS:
-        return lambda x: tf.nn.gelu(x, approximate=True)
-    return _activation(name)
+#: transformers' TF module has its SpecAugment draw under this name (TF tensors in and out).
+_compute_mask_indices = compute_mask_indices
 
 
-def _gelu_erf(x: tf.Tensor) -> tf.Tensor:
-    """Exact GELU as the reference computes it, x * (1 + erf(x / sqrt 2)) / 2, in float32.
+@dataclass
+class Forward:
+    """Everything one pass computes, before a head's output class is chosen from it."""
 
-    Not `tf.nn.gelu`: it takes `erfc`, which TensorFlow's CPU kernels compute four times slower
-    than `erf` (66 vs 17 ms on 8 x 16000 x 512 floats, Zen 4), and which the convolutions
-    cannot fuse anyway; this whole GELU takes 44 ms there against 88 ms for `tf.nn.gelu`.
-    """
-    return _in_float32(lambda y: y * (0.5 + 0.5 * tf.math.erf(y * _SQRT_HALF)), x)
-
-
-def _in_float32(function: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-    """`function` computed in float32 whatever `x`'s type, returned in it: TensorFlow's bfloat16
-    transcendental kernels are slower than casting to float32 and back (bench/model_profile.py)
-    and less accurate."""
-    if x.dtype == tf.float32:
-        return function(x)
-    return tf.cast(function(tf.cast(x, tf.float32)), x.dtype)
+    last_hidden_state: tf.Tensor
+    extract_features: tf.Tensor
+    hidden_states: list[tf.Tensor]
+    attentions: list[tf.Tensor]
+    #: (B, T) 1.0 on each item's valid frames, when an attention mask was given.
+    frame_mask: tf.Tensor | None
+    logits: tf.Tensor | None = None
+    projected_states: tf.Tensor | None = None
+    projected_quantized_states: tf.Tensor | None = None
+    codevector_perplexity: tf.Tensor | None = None
+    codevector_ids: tf.Tensor | None = None
 
 
-class _Layer(tf.Module):
-    """A module whose parameters and children carry their Hugging Face names."""
+def unpack_inputs(call: Callable[..., Any]) -> Callable[..., Any]:
+    """Let `call` take its inputs as transformers' TF models do: as keywords, or as one dict,
+    list or tuple in the first argument (Keras hands `fit`'s and the functional API's inputs over
+    that way), the list or tuple in the order of `call`'s parameters."""
+    signature = inspect.signature(call)
+    names = list(signature.parameters)[1:]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._params: dict[str, Parameter] = {}
-        self._children_by_name: dict[str, _Layer] = {}
-        self._copies: dict[tuple[Any, tf.DType], tf.Variable] = {}
+    @functools.wraps(call)
+    def unpacked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        values = dict(zip(names, args, strict=False))
+        for name, value in kwargs.items():
+            if name in values:
+                raise TypeError(f"{type(self).__name__}.call got {name!r} twice")
+            values[name] = value
+        first = values.get(names[0])
+        if isinstance(first, Mapping):
+            del values[names[0]]
+            for name, value in first.items():
+                if name not in names:
+                    raise TypeError(f"{type(self).__name__}.call takes no input {name!r}")
+                values[name] = value
+        elif _is_packed(first):
+            del values[names[0]]
+            values.update(zip(names, first, strict=False))
+        return call(self, **values)
 
-    def _param(
-        self, name: str, shape: tuple[int, ...], layout: Layout, init: Callable[[], tf.Tensor]
-    ) -> tf.Variable:
-        variable = tf.Variable(init(), name=name.replace(".", "_"), dtype=tf.float32)
-        assert tuple(variable.shape) == shape, (name, variable.shape, shape)
-        self._params[name] = Parameter(variable, layout)
-        return variable
-
-    def _child(self, name: str, layer: _Layer) -> _Layer:
-        self._children_by_name[name] = layer
-        return layer
-
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """(Hugging Face name, parameter) for every parameter of this layer and its children."""
-        for name, param in self._params.items():
-            yield prefix + name, param
-        for name, child in self._children_by_name.items():
-            yield from child.named_parameters(f"{prefix}{name}.")
-
-    def keep_weights_in(self, dtype: tf.DType) -> None:
-        """Keep a copy of every weight of this layer and its children in `dtype`, which the
-        forward pass then reads instead of casting the float32 weight on every call.
-
-        For inference in bfloat16: casting base's 95M weights took 27 ms of every forward pass
-        (Zen 4, 2 vCPUs), a third of a pass over a 1 s clip, and a corpus run has many small
-        batches. The copies are of the weights as they are now; they cost half the float32
-        weights' memory again.
-        """
-        for param in self._params.values():
-            key = (param.variable.ref(), dtype)
-            if key not in self._copies:
-                copy = tf.Variable(tf.cast(param.variable, dtype), trainable=False)
-                self._copies[key] = copy
-        for child in self._children_by_name.values():
-            child.keep_weights_in(dtype)
-
-    def _typed(self, variable: tf.Variable, dtype: tf.DType) -> tf.Tensor:
-        """`variable` in `dtype`: the copy `keep_weights_in` made, or a cast."""
-        copy = self._copies.get((variable.ref(), dtype))
-        return tf.cast(variable, dtype) if copy is None else copy
+    # Keras reads `call`'s parameters with getfullargspec, which sees this, not __wrapped__.
+    unpacked.__signature__ = signature  # type: ignore[attr-defined]
+    return unpacked
 
 
-class _Init:
-    """Seeded initializers shaped like transformers' `_init_weights`, for training from scratch.
-
-    With no seed, the random ones give zeros instead: `from_pretrained` overwrites every weight,
-    and drawing 95M random numbers first took over a second of each start-up (base, 2 vCPUs).
-    """
-
-    def __init__(self, seed: int | None) -> None:
-        self.generator = None if seed is None else tf.random.Generator.from_seed(seed)
-
-    def normal(self, shape: tuple[int, ...], std: float) -> Callable[[], tf.Tensor]:
-        if self.generator is None:
-            return lambda: tf.zeros(shape)
-        return lambda: self.generator.normal(shape, stddev=std)
-
-    def uniform(self, shape: tuple[int, ...], bound: float) -> Callable[[], tf.Tensor]:
-        if self.generator is None:
-            return lambda: tf.zeros(shape)
-        return lambda: self.generator.uniform(shape, -bound, bound)
-
-    @staticmethod
-    def constant(shape: tuple[int, ...], value: float) -> Callable[[], tf.Tensor]:
-        return lambda: tf.fill(shape, tf.constant(value, tf.float32))
+def _is_packed(first: Any) -> bool:
+    """Whether a list or tuple first argument packs several inputs (tensors, arrays, None), as
+    opposed to being the audio itself written as nested Python lists of numbers."""
+    return isinstance(first, list | tuple) and not all(
+        isinstance(element, list | tuple | int | float) for element in first
+    )
 
 
-class Linear(_Layer):
+class _Flags:
+    """The output switches of one call: the arguments, else the config's values."""
+
     def __init__(
-        self, init: _Init, d_in: int, d_out: int, std: float | None = None, bias: bool = True
+        self,
+        config: Wav2Vec2Config,
+        output_attentions: bool | None,
+        output_hidden_states: bool | None,
+        return_dict: bool | None,
     ) -> None:
-        super().__init__()
-        bound = 1 / math.sqrt(d_in)
-        weight_init = (
-            init.normal((d_in, d_out), std)
-            if std is not None
-            else init.uniform((d_in, d_out), bound)
-        )
-        self.weight = self._param("weight", (d_in, d_out), "linear", weight_init)
-        self.bias = None
-        if bias:
-            bias_init = (
-                init.constant((d_out,), 0.0) if std is not None else init.uniform((d_out,), bound)
-            )
-            self.bias = self._param("bias", (d_out,), "same", bias_init)
+        pick = lambda given, default: bool(default if given is None else given)  # noqa: E731
+        self.attentions = pick(output_attentions, config.output_attentions)
+        self.hidden_states = pick(output_hidden_states, config.output_hidden_states)
+        self.return_dict = pick(return_dict, config.use_return_dict)
 
-    def __call__(
-        self, x: tf.Tensor, activation: Callable[[tf.Tensor], tf.Tensor] | None = None
-    ) -> tf.Tensor:
-        """`x @ weight + bias`, then `activation`, over the last axis of any rank.
-
-        The product is taken on `x` flattened to a matrix with `tf.nn.bias_add`, the one shape
-        that Grappler's remapper fuses with its bias and activation into one oneDNN kernel (a
-        batched product followed by `+` runs as three passes over the output).
-        """
-        d_in, d_out = self.weight.shape
-        y = tf.matmul(tf.reshape(x, [-1, d_in]), self._typed(self.weight, x.dtype))
-        if self.bias is not None:
-            y = tf.nn.bias_add(y, self._typed(self.bias, x.dtype))
-        if activation is not None:
-            y = activation(y)
-        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [d_out]], axis=0))
+    def shape(self, output: ModelOutput) -> ModelOutput | tuple[Any, ...]:
+        """`output` without what was not asked for, as an output object or a tuple."""
+        if not self.hidden_states:
+            output.hidden_states = None
+        if not self.attentions:
+            output.attentions = None
+        return output if self.return_dict else output.to_tuple()
 
 
-class LayerNorm(_Layer):
-    """Normalization over the last axis (PyTorch's nn.LayerNorm: biased variance)."""
-
-    def __init__(self, init: _Init, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = self._param("weight", (dim,), "same", init.constant((dim,), 1.0))
-        self.bias = self._param("bias", (dim,), "same", init.constant((dim,), 0.0))
-
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return _layer_norm(x, self.weight, self.bias, self.eps)
-
-
-def frame_mask(lengths: tf.Tensor, num_frames: tf.Tensor | int) -> tf.Tensor:
-    """(B, T) float mask, 1 where the frame index is below the item's length."""
-    return tf.sequence_mask(lengths, num_frames, dtype=tf.float32)
-
-
-class ConvLayer(_Layer):
-    """One layer of the feature encoder: conv, optional norm ("group", "layer" or none), activation."""
-
-    def __init__(self, init: _Init, config: Wav2Vec2Config, index: int) -> None:
-        super().__init__()
-        d_in = config.conv_dim[index - 1] if index > 0 else 1
-        d_out = config.conv_dim[index]
-        self.kernel_size = config.conv_kernel[index]
-        self.stride = config.conv_stride[index]
-        self.kernel = self._param(
-            "conv.weight",
-            (self.kernel_size, d_in, d_out),
-            "conv",
-            init.normal(
-                (self.kernel_size, d_in, d_out), math.sqrt(2.0 / (d_in * self.kernel_size))
-            ),
-        )
-        self.bias = None
-        if config.conv_bias:
-            bound = 1 / math.sqrt(d_in * self.kernel_size)
-            self.bias = self._param("conv.bias", (d_out,), "same", init.uniform((d_out,), bound))
-        self.norm = None
-        if config.feat_extract_norm == "layer":
-            self.norm = "layer"
-        elif config.feat_extract_norm == "group" and index == 0:
-            self.norm = "group"
-        if self.norm is not None:
-            # PyTorch's GroupNorm / LayerNorm in the conv stack keep their default eps (1e-5).
-            self.norm_weight = self._param(
-                "layer_norm.weight", (d_out,), "same", init.constant((d_out,), 1.0)
-            )
-            self.norm_bias = self._param(
-                "layer_norm.bias", (d_out,), "same", init.constant((d_out,), 0.0)
-            )
-        self.activation = _activation(config.feat_extract_activation)
-
-    def output_lengths(self, lengths: tf.Tensor) -> tf.Tensor:
-        return tf.maximum((lengths - self.kernel_size) // self.stride + 1, 0)
-
-    def __call__(self, x: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
-        """`x` is (B, T, C), or (B, samples) for the first layer; `lengths` are the valid output
-        frames of each item (None: all of them)."""
-        if self.norm == "group":
-            return self.activation(self._group_normed(x, lengths))
-        if len(x.shape) == 2:
-            x = x[:, :, None]
-        kernel = self._typed(self.kernel, x.dtype)
-        x = tf.nn.conv1d(x, kernel, stride=self.stride, padding="VALID")
-        if self.bias is not None:
-            x = x + self._typed(self.bias, x.dtype)
-        if self.norm == "layer":
-            x = _layer_norm(x, self.norm_weight, self.norm_bias, 1e-5)
-        return self.activation(x)
-
-    def _group_normed(self, samples: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
-        """(B, samples) in; the convolution followed by GroupNorm with one group per channel (each channel
-        normalized over time), as one product of each item's frames with its own kernel.
-
-        With `lengths`, the statistics come from each item's valid frames only, so that padding
-        does not change an item's features (the reference includes the padding in them).
-
-        This layer makes the widest tensor of the model (512 channels at 3.2 kHz: 0.5 GB for 8 x
-        10 s), and a norm over its time axis would take six passes over it. But with one input
-        channel the output is linear in each frame's `kernel_size` samples, so its mean and
-        variance per channel follow from the mean and covariance of those samples (k x k per
-        item, in float64), and the norm folds into a per-item kernel and shift: one batched
-        product writes the normalized output. (The convolution's bias cancels in the norm.)
-        Measured on a Zen 4 CPU, 8 x 10 s of base with masks, this layer and its cast to
-        bfloat16: 0.37 s as a convolution followed by the norm, 0.16 s this way.
-        """
-        frames = tf.signal.frame(tf.cast(samples, tf.float32), self.kernel_size, self.stride)
-        frames64 = tf.cast(frames, tf.float64)  # (B, T, k)
-        count = tf.shape(frames)[1]
-        if lengths is None:
-            lengths = tf.fill(tf.shape(frames)[:1], count)
-        over_valid = (
-            tf.sequence_mask(lengths, count, dtype=tf.float64)
-            / tf.maximum(tf.cast(lengths, tf.float64), 1.0)[:, None]
-        )  # (B, T): 1/length on valid frames, 0 on padding
-        mean = tf.matmul(over_valid[:, None, :], frames64)  # (B, 1, k)
-        centered = frames64 - mean
-        covariance = tf.matmul(centered * over_valid[:, :, None], centered, transpose_a=True)
-        kernel = tf.cast(self.kernel[:, 0, :], tf.float64)  # (k, C)
-        variance = tf.reduce_sum(kernel * tf.matmul(covariance, kernel), axis=1)  # (B, C)
-        scale = tf.cast(self.norm_weight, tf.float64) * tf.math.rsqrt(variance + 1e-5)
-        shift = tf.cast(self.norm_bias, tf.float64) - tf.matmul(mean, kernel)[:, 0] * scale
-        item_kernels = tf.cast(kernel[None] * scale[:, None, :], tf.float32)  # (B, k, C)
-        return tf.matmul(frames, item_kernels) + tf.cast(shift, tf.float32)[:, None, :]
+def check_inputs(
+    config: Wav2Vec2Config, input_values: Any, attention_mask: Any
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Tensors of the inputs (float32 values, int32 mask), refusing with a clear error what the
+    convolution stack cannot take (shapes always; each item's length when known eagerly)."""
+    values = tf.convert_to_tensor(input_values)
+    if values.dtype != tf.float32:
+        values = tf.cast(values, tf.float32)
+    if attention_mask is None:
+        check_model_inputs(config, tuple(values.shape))
+        return values, None
+    mask = tf.cast(tf.convert_to_tensor(attention_mask), tf.int32)
+    lengths = None
+    if tf.executing_eagerly() and tuple(mask.shape) == tuple(values.shape):
+        lengths = tf.reduce_sum(mask, axis=-1).numpy().tolist()
+    check_model_inputs(config, tuple(values.shape), tuple(mask.shape), lengths)
+    return values, mask
 
 
-def _layer_norm(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable, eps: float) -> tf.Tensor:
-    dtype = x.dtype
-    x = tf.cast(x, tf.float32)
-    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    return tf.cast((x - mean) * tf.math.rsqrt(variance + eps) * weight + bias, dtype)
+class TFWav2Vec2MainLayer(Named, keras.layers.Layer):
+    """The bare encoder (conv features -> projection -> transformer) as a Keras layer.
 
+    Serializable as Keras expects (`get_config`, construction from its config dict), so a model
+    of the functional API built around it saves to and loads from Keras files.
+    """
 
-class FeatureEncoder(_Layer):
-    """The convolution stack that turns 16 kHz samples into 50 Hz feature frames."""
+    config_class = Wav2Vec2Config
+    _keras_serializable = True
 
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        self.conv_layers = [
-            self._child(f"conv_layers.{i}", ConvLayer(init, config, i))
-            for i in range(config.num_feat_extract_layers)
-        ]
-
-    def __call__(self, input_values: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
-        """The first layer always runs in float32: its convolution is cheap (one input channel),
-        while its norm and activation run in float32 anyway, so in a bfloat16 pass computing it in
-        bfloat16 only adds casts over the widest tensor of the model (measured on a Zen 4 CPU with
-        AVX512-BF16: 0.65 -> 0.55 s for 8 x 10 s of base; bench/model_profile.py)."""
-        x = tf.cast(input_values, tf.float32)
-        for index, layer in enumerate(self.conv_layers):
-            if lengths is not None:
-                lengths = layer.output_lengths(lengths)
-            x = layer(x, lengths)
-            if index == 0:
-                x = tf.cast(x, input_values.dtype)
-        return x
-
-
-class FeatureProjection(_Layer):
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        self.layer_norm = self._child(
-            "layer_norm", LayerNorm(init, config.conv_dim[-1], config.layer_norm_eps)
-        )
-        self.projection = self._child(
-            "projection", Linear(init, config.conv_dim[-1], config.hidden_size)
-        )
-
-    def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        normed = self.layer_norm(x)
-        return self.projection(normed), normed
-
-
-class PositionalConvEmbedding(_Layer):
-    """Grouped convolution over time, "same" padded; weight norm is folded into `conv.weight`."""
-
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        self.kernel_size = config.num_conv_pos_embeddings
-        self.groups = groups = config.num_conv_pos_embedding_groups
-        d = config.hidden_size
-        std = 2 * math.sqrt(1 / (self.kernel_size * d))
-        self.kernel = self._param(
-            "conv.weight",
-            (self.kernel_size, d // groups, d),
-            "conv",
-            init.normal((self.kernel_size, d // groups, d), std),
-        )
-        self.bias = self._param("conv.bias", (d,), "same", init.constant((d,), 0.0))
-        self.activation = _activation(config.feat_extract_activation)
-
-    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        pad = self.kernel_size // 2
-        padded = tf.pad(x, [[0, 0], [pad, pad], [0, 0]])
-        kernel = self._typed(self.kernel, x.dtype)
-        if training and self.groups > 1:
-            # TensorFlow has no CPU gradient for grouped convolutions, so training convolves each
-            # group on its own (same result; inference keeps the single grouped convolution).
-            y = tf.concat(
-                [
-                    tf.nn.conv1d(part, group_kernel, stride=1, padding="VALID")
-                    for part, group_kernel in zip(
-                        tf.split(padded, self.groups, axis=-1),
-                        tf.split(kernel, self.groups, axis=-1),
-                        strict=True,
-                    )
-                ],
-                axis=-1,
-            )
-        else:
-            y = tf.nn.conv1d(padded, kernel, stride=1, padding="VALID")
-        # An even kernel gives one frame too many (PyTorch's SamePad drops the last).
-        y = y[:, : tf.shape(x)[1]] + self._typed(self.bias, x.dtype)
-        return self.activation(y)
-
-
-class Attention(_Layer):
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        d = config.hidden_size
-        std = config.initializer_range
-        self.num_heads = config.num_attention_heads
-        self.head_dim = d // self.num_heads
-        self.q_proj = self._child("q_proj", Linear(init, d, d, std))
-        self.k_proj = self._child("k_proj", Linear(init, d, d, std))
-        self.v_proj = self._child("v_proj", Linear(init, d, d, std))
-        self.out_proj = self._child("out_proj", Linear(init, d, d, std))
-        self.dropout = config.attention_dropout
-
-    def __call__(self, x: tf.Tensor, key_bias: tf.Tensor | None, training: bool) -> tf.Tensor:
-        batch, frames = tf.shape(x)[0], tf.shape(x)[1]
-
-        def heads(projected: tf.Tensor) -> tf.Tensor:  # (B, T, D) -> (B, H, T, D/H)
-            split = tf.reshape(projected, [batch, frames, self.num_heads, self.head_dim])
-            return tf.transpose(split, [0, 2, 1, 3])
-
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
-        # Batched matmuls rather than einsum: TF's CPU einsum has no fast bfloat16 kernel. The
-        # product, its scale and the key bias are written as the pattern Grappler's remapper
-        # fuses into one oneDNN kernel, in the compute type (as PyTorch's bf16 autocast, the
-        # scores are rounded to bfloat16; softmax computes in float32 inside its kernel).
-        scores = tf.matmul(q, k, transpose_b=True) * tf.constant(self.head_dim**-0.5, x.dtype)
-        if key_bias is not None:
-            scores = scores + tf.cast(key_bias, x.dtype)  # -1e9 stays finite in bfloat16
-        weights = tf.nn.softmax(scores, axis=-1)
-        if training and self.dropout > 0:
-            weights = tf.nn.dropout(weights, self.dropout)
-        context = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])
-        return self.out_proj(tf.reshape(context, [batch, frames, self.num_heads * self.head_dim]))
-
-
-class FeedForward(_Layer):
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        std = config.initializer_range
-        self.intermediate_dense = self._child(
-            "intermediate_dense", Linear(init, config.hidden_size, config.intermediate_size, std)
-        )
-        self.output_dense = self._child(
-            "output_dense", Linear(init, config.intermediate_size, config.hidden_size, std)
-        )
-        self.activation = _fusable_activation(config.hidden_act)
-        self.activation_dropout = config.activation_dropout
-        self.hidden_dropout = config.hidden_dropout
-
-    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-        x = self.intermediate_dense(x, self.activation)
-        x = _dropout(x, self.activation_dropout, training)
-        return _dropout(self.output_dense(x), self.hidden_dropout, training)
-
-
-def _dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
-    return tf.nn.dropout(x, rate) if training and rate > 0 else x
-
-
-class EncoderLayer(_Layer):
-    """A transformer block: post-norm (base) or pre-norm ("stable layer norm", lv60)."""
-
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        self.pre_norm = config.do_stable_layer_norm
-        self.attention = self._child("attention", Attention(init, config))
-        self.layer_norm = self._child(
-            "layer_norm", LayerNorm(init, config.hidden_size, config.layer_norm_eps)
-        )
-        self.feed_forward = self._child("feed_forward", FeedForward(init, config))
-        self.final_layer_norm = self._child(
-            "final_layer_norm", LayerNorm(init, config.hidden_size, config.layer_norm_eps)
-        )
-        self.hidden_dropout = config.hidden_dropout
-
-    def __call__(self, x: tf.Tensor, key_bias: tf.Tensor | None, training: bool) -> tf.Tensor:
-        if self.pre_norm:
-            attended = self.attention(self.layer_norm(x), key_bias, training)
-            x = x + _dropout(attended, self.hidden_dropout, training)
-            return x + self.feed_forward(self.final_layer_norm(x), training)
-        attended = self.attention(x, key_bias, training)
-        x = self.layer_norm(x + _dropout(attended, self.hidden_dropout, training))
-        return self.final_layer_norm(x + self.feed_forward(x, training))
-
-
-class Encoder(_Layer):
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        self.pre_norm = config.do_stable_layer_norm
-        self.pos_conv_embed = self._child("pos_conv_embed", PositionalConvEmbedding(init, config))
-        self.layer_norm = self._child(
-            "layer_norm", LayerNorm(init, config.hidden_size, config.layer_norm_eps)
-        )
-        self.layers = [
-            self._child(f"layers.{i}", EncoderLayer(init, config))
-            for i in range(config.num_hidden_layers)
-        ]
-        self.hidden_dropout = config.hidden_dropout
-
-    def __call__(
-        self, x: tf.Tensor, mask: tf.Tensor | None, training: bool
-    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """Returns the last hidden state and the reference's `hidden_states`.
-
-        `hidden_states` is the input of the first layer followed by each layer's output, as
-        transformers records them; for the pre-norm encoder the final layer norm is applied to the
-        last hidden state only.
-        """
-        key_bias = None
-        if mask is not None:
-            x = x * tf.cast(mask[:, :, None], x.dtype)
-            key_bias = ((1.0 - mask) * _NEG_INF)[:, None, None, :]
-        x = x + self.pos_conv_embed(x, training)
-        if not self.pre_norm:
-            x = self.layer_norm(x)
-        x = _dropout(x, self.hidden_dropout, training)
-        states = [x]
-        for layer in self.layers:
-            x = layer(x, key_bias, training)
-            states.append(x)
-        if self.pre_norm:
-            x = self.layer_norm(x)
-        return x, states
-
-
-class Wav2Vec2MainLayer(_Layer):
-    """The bare encoder (transformers' Wav2Vec2Model): conv features -> projection -> transformer."""
-
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
+    def __init__(
+        self, config: Wav2Vec2Config | Mapping[str, Any], seed: int | Init | None = 0, **kwargs: Any
+    ) -> None:
+        if isinstance(config, Mapping):
+            config = Wav2Vec2Config.from_dict(dict(config))
+        kwargs.setdefault("name", "wav2vec2")
+        super().__init__(**kwargs)
+        config.validate()
         self.config = config
-        self.feature_extractor = self._child("feature_extractor", FeatureEncoder(init, config))
-        self.feature_projection = self._child("feature_projection", FeatureProjection(init, config))
-        self.masked_spec_embed = None
-        if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
-            self.masked_spec_embed = self._param(
-                "masked_spec_embed",
-                (config.hidden_size,),
-                "same",
-                init.uniform((config.hidden_size,), 1.0),
+        init = seed if isinstance(seed, Init) else Init(seed)
+        self._init_named(init)
+        with tf.name_scope(self.name):
+            self.feature_extractor = self._child("feature_extractor", FeatureEncoder, init, config)
+            self.feature_projection = self._child(
+                "feature_projection", FeatureProjection, init, config
             )
-        self.encoder = self._child("encoder", Encoder(init, config))
+            self.masked_spec_embed = None
+            if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+                self.masked_spec_embed = self._param(
+                    "masked_spec_embed",
+                    (config.hidden_size,),
+                    "same",
+                    Init.uniform((config.hidden_size,), 1.0),
+                )
+            self.encoder = self._child("encoder", Encoder, init, config)
+        self.built = True  # every variable exists from construction
 
-    def __call__(
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+    @unpack_inputs
+    def call(
+        self,
+        input_values: Any,
+        attention_mask: Any = None,
+        mask_time_indices: Any = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> Wav2Vec2BaseModelOutput | tuple[Any, ...]:
+        flags = _Flags(self.config, output_attentions, output_hidden_states, return_dict)
+        values, mask = check_inputs(self.config, input_values, attention_mask)
+        result = self.forward(values, mask, mask_time_indices, bool(training))
+        return flags.shape(base_model_output(result))
+
+    def forward(
         self,
         input_values: tf.Tensor,
         attention_mask: tf.Tensor | None,
-        mask_time_indices: tf.Tensor | None,
+        mask_time_indices: Any,
         training: bool,
-    ) -> Wav2Vec2Output:
+    ) -> Forward:
+        """The traceable computation (tensors in, tensors out): safe inside tf.function and XLA."""
         sample_lengths = None
         if attention_mask is not None:
             sample_lengths = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
         features = self.feature_extractor(input_values, sample_lengths)
         mask = None
         if sample_lengths is not None:
-            frames = self.feature_lengths(sample_lengths)
+            frames = self.feature_extractor_lengths(sample_lengths)
             mask = frame_mask(frames, tf.shape(features)[1])
         hidden, extract_features = self.feature_projection(features)
-        hidden = _dropout(hidden, self.config.feat_proj_dropout, training)
-        if mask_time_indices is not None:
-            if self.masked_spec_embed is None:
-                raise ValueError(
-                    "mask_time_indices needs masked_spec_embed, which this checkpoint does not have "
-                    "(mask_time_prob and mask_feature_prob are 0 in its config)"
-                )
-            chosen = tf.cast(mask_time_indices, tf.bool)[:, :, None]
-            hidden = tf.where(chosen, tf.cast(self.masked_spec_embed, hidden.dtype), hidden)
-        last, states = self.encoder(hidden, mask, training)
-        return Wav2Vec2Output(
-            last_hidden_state=last,
+        hidden = dropout(hidden, self.config.feat_proj_dropout, training)
+        hidden = self._spec_augment(hidden, mask_time_indices, training)
+        states = self.encoder(hidden, mask, training)
+        return Forward(
+            last_hidden_state=states.last,
             extract_features=extract_features,
-            hidden_states=tuple(states),
+            hidden_states=states.hidden_states,
+            attentions=states.attentions,
             frame_mask=mask,
         )
 
-    def feature_lengths(self, sample_lengths: tf.Tensor) -> tf.Tensor:
+    def _spec_augment(self, hidden: tf.Tensor, mask_time_indices: Any, training: bool) -> tf.Tensor:
+        """SpecAugment as the reference applies it: the given time mask, else in training a
+        drawn one (`mask_time_prob`), replaced by `masked_spec_embed`; in training, masked
+        feature channels (`mask_feature_prob`) set to zero. Nothing unless `apply_spec_augment`."""
+        config = self.config
+        if not config.apply_spec_augment:
+            return hidden
+        if mask_time_indices is None and training and config.mask_time_prob > 0:
+            shape = tf.shape(hidden)[:2]
+            mask_time_indices = compute_mask_indices(
+                shape, config.mask_time_prob, config.mask_time_length, config.mask_time_min_masks
+            )
+        if mask_time_indices is not None:
+            if self.masked_spec_embed is None:
+                raise ValueError(
+                    "mask_time_indices needs masked_spec_embed, which this checkpoint does not "
+                    "have (mask_time_prob and mask_feature_prob are 0 in its config)"
+                )
+            chosen = tf.cast(mask_time_indices, tf.bool)[:, :, None]
+            hidden = tf.where(chosen, tf.cast(self.masked_spec_embed, hidden.dtype), hidden)
+        if training and config.mask_feature_prob > 0:
+            channels = compute_mask_indices(
+                tf.stack([tf.shape(hidden)[0], tf.shape(hidden)[2]]),
+                config.mask_feature_prob,
+                config.mask_feature_length,
+                config.mask_feature_min_masks,
+            )
+            hidden = hidden * tf.cast(1 - channels, hidden.dtype)[:, None, :]
+        return hidden
+
+    def feature_extractor_lengths(self, sample_lengths: tf.Tensor) -> tf.Tensor:
         """Valid output frames for items of `sample_lengths` samples."""
         lengths = sample_lengths
         for layer in self.feature_extractor.conv_layers:
             lengths = layer.output_lengths(lengths)
         return lengths
 
+    def _get_feat_extract_output_lengths(self, input_lengths: Any) -> tf.Tensor:
+        """Output frames for `input_lengths` samples (transformers' name)."""
+        return conv_output_lengths(self.config, tf.convert_to_tensor(input_lengths))
 
-def ctc_loss(
-    logits: tf.Tensor,
-    labels: tf.Tensor,
-    frame_lengths: tf.Tensor,
-    blank: int,
-    reduction: str,
-    zero_infinity: bool,
-) -> tf.Tensor:
-    """CTC loss with the reference's conventions (PyTorch's ctc_loss as transformers calls it).
 
-    Labels equal to -100 or to the blank are padding. An item whose labels cannot be aligned to its
-    frames (too few frames for the labels and their repeats) has an infinite loss, zeroed when
-    `zero_infinity`. "mean" divides each item's loss by its label count, then averages the batch;
-    "sum" adds the items.
-    """
-    labels = tf.cast(labels, tf.int32)
-    keep = tf.logical_and(labels != -100, labels != blank)
-    target_lengths = tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1)
-    dense = tf.ragged.boolean_mask(labels, keep).to_tensor(default_value=0)
-    dense = tf.pad(dense, [[0, 0], [0, 1]])  # at least one column, also for empty labels
-    position = tf.range(tf.shape(dense)[1] - 1)[None, :]
-    repeats = tf.logical_and(
-        dense[:, 1:] == dense[:, :-1], position < (target_lengths - 1)[:, None]
+def base_model_output(result: Forward) -> Wav2Vec2BaseModelOutput:
+    return Wav2Vec2BaseModelOutput(
+        last_hidden_state=result.last_hidden_state,
+        extract_features=result.extract_features,
+        hidden_states=tuple(result.hidden_states),
+        attentions=tuple(result.attentions),
     )
-    needed = target_lengths + tf.reduce_sum(tf.cast(repeats, tf.int32), axis=-1)
-    feasible = tf.cast(frame_lengths, tf.int32) >= needed
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-    # Sparse labels select TensorFlow's CTC kernel (dense ones a several times slower one built
-    # from TF ops, a third of a training step on CPU). The kernel refuses empty labels and items
-    # it cannot align, so those pass one stand-in label and get their loss below: for empty
-    # labels, every valid frame is blank.
-    stand_in = tf.logical_or(target_lengths == 0, tf.logical_not(feasible))
-    used = tf.where(stand_in, 1, target_lengths)
-    dense = tf.where(stand_in[:, None], (blank + 1) % tf.shape(logits)[-1], dense)
-    indices = tf.where(tf.range(tf.shape(dense)[1])[None, :] < used[:, None])
-    sparse = tf.SparseTensor(
-        indices, tf.gather_nd(dense, indices), tf.shape(dense, out_type=tf.int64)
-    )
-    per_item = tf.nn.ctc_loss(
-        labels=sparse,
-        logits=log_probs,
-        label_length=None,
-        logit_length=frame_lengths,
-        logits_time_major=False,
-        blank_index=blank,
-    )
-    valid = frame_mask(frame_lengths, tf.shape(logits)[1])
-    all_blank = -tf.reduce_sum(log_probs[:, :, blank] * valid, axis=1)
-    per_item = tf.where(target_lengths == 0, all_blank, per_item)
-    per_item = tf.where(feasible, per_item, tf.constant(np.inf, tf.float32))
-    if zero_infinity:
-        per_item = tf.where(feasible, per_item, tf.zeros_like(per_item))
-    if reduction == "mean":
-        return tf.reduce_mean(per_item / tf.cast(tf.maximum(target_lengths, 1), tf.float32))
-    return tf.reduce_sum(per_item)
 
 
-class Wav2Vec2PreTrainedModel(_Layer):
-    """Shared loading and calling; subclasses add a head on the bare encoder.
+class TFWav2Vec2PreTrainedModel(Named, keras.Model):
+    """Shared loading, calling and Keras plumbing; subclasses add a head on the bare encoder.
 
     `from_pretrained` builds the model from config.json and copies every weight of
-    model.safetensors (or tf_model.h5) into it by name; see `models/weights.py` for the rules.
+    model.safetensors (or tf_model.h5, or flax_model.msgpack) into it by name; see
+    `models/weights.py` for the rules.
     """
 
+    config_class = Wav2Vec2Config
+    base_model_prefix = "wav2vec2"
+    main_input_name = "input_values"
     #: Prefix of the encoder's weights in the checkpoint ("" for the bare model).
     base_prefix: str = "wav2vec2."
     #: The reference's class name, as `architectures` in config.json spells it.
     architecture: str = ""
 
-    def __init__(self, config: Wav2Vec2Config, seed: int | None = 0) -> None:
+    def __init__(self, config: Wav2Vec2Config, seed: int | None = 0, **kwargs: Any) -> None:
         """A model with seeded random weights (`seed` None: zeros, to be loaded over)."""
-        super().__init__()
+        super().__init__(**kwargs)
+        config.validate()
         self.config = config
-        self._init = _Init(seed)
-        self.wav2vec2 = Wav2Vec2MainLayer(self._init, config)
+        init = Init(seed)
+        self._init_named(init)
+        self.wav2vec2 = TFWav2Vec2MainLayer(config, init, name="wav2vec2")
+        self.build_head(init)
+        # Keras saves a subclassed model's weights layer by layer plus its own; the head's
+        # layers are not Keras layers, so their weights are registered as the model's own.
+        self._head_weights = [param.variable for _, param in Named.named_parameters(self)]
+        self.built = True
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        yield from self.wav2vec2.named_parameters(prefix + self.base_prefix)
-        yield from super().named_parameters(prefix)
+    def build_head(self, init: Init) -> None:
+        """Create the head's layers (`self._child`); none for the bare encoder."""
 
-    def keep_weights_in(self, dtype: tf.DType) -> None:
-        self.wav2vec2.keep_weights_in(dtype)
-        super().keep_weights_in(dtype)
+    # --- calling -----------------------------------------------------------------------------
 
-    @classmethod
-    def from_pretrained(cls, path: str, revision: str | None = None) -> Wav2Vec2PreTrainedModel:
-        """Load a Hugging Face checkpoint: a folder, a gs:// URL or a hub id (`models.hub`)."""
-        from models.weights import load_checkpoint_into
-
-        path = hub.resolve(str(path), revision)
-        config = Wav2Vec2Config.from_pretrained(path)
-        model = cls(config, seed=None)  # every weight is loaded over
-        load_checkpoint_into(model, path)
-        return model
-
-    def save_pretrained(self, path: str) -> None:
-        """Write config.json and model.safetensors in the Hugging Face layout."""
-        from models.weights import save_checkpoint
-
-        save_checkpoint(self, path)
-
-    def __call__(
+    @unpack_inputs
+    def call(
         self,
         input_values: Any,
         attention_mask: Any = None,
-        output_hidden_states: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         labels: Any = None,
         training: bool = False,
         mask_time_indices: Any = None,
-    ) -> Wav2Vec2Output:
-        """Run the model on a (batch, samples) array of normalized 16 kHz audio.
+    ) -> ModelOutput | tuple[Any, ...]:
+        """Run the model on (batch, samples) normalized 16 kHz audio.
 
-        `attention_mask` (batch, samples) marks real samples with 1 and padding with 0. Inputs may
-        be numpy arrays, lists or tensors. `hidden_states` is filled only when
-        `output_hidden_states`; `loss` only when `labels` are given.
+        `attention_mask` (batch, samples) marks real samples with 1 and padding with 0. Inputs
+        may be tensors, numpy arrays or lists; as keywords or as one dict, list or tuple. `loss`
+        is computed when `labels` are given; `hidden_states` and `attentions` are returned when
+        asked for (here or in the config), and a tuple instead of an output object with
+        `return_dict=False`.
         """
-        input_values, attention_mask = self._check_inputs(input_values, attention_mask)
+        flags = _Flags(self.config, output_attentions, output_hidden_states, return_dict)
+        values, mask = check_inputs(self.config, input_values, attention_mask)
         if mask_time_indices is not None:
             mask_time_indices = tf.convert_to_tensor(mask_time_indices)
-        output = self.forward(input_values, attention_mask, mask_time_indices, training)
-        if labels is not None:
-            output.loss = self.compute_loss(output, labels, input_values, attention_mask)
-        if not output_hidden_states:
-            output.hidden_states = None
-        return output
+        result = self.forward(values, mask, mask_time_indices, bool(training))
+        loss = None if labels is None else self.head_loss(result, labels, values, mask)
+        return flags.shape(self.output_of(result, loss))
 
     def forward(
         self,
@@ -711,13 +359,17 @@ class Wav2Vec2PreTrainedModel(_Layer):
         attention_mask: tf.Tensor | None,
         mask_time_indices: tf.Tensor | None,
         training: bool,
-    ) -> Wav2Vec2Output:
+    ) -> Forward:
         """The traceable computation (tensors in, tensors out): safe inside tf.function and XLA."""
-        return self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
+        return self.wav2vec2.forward(input_values, attention_mask, mask_time_indices, training)
 
-    def compute_loss(
+    def output_of(self, result: Forward, loss: tf.Tensor | None) -> ModelOutput:
+        """The head's output object."""
+        return base_model_output(result)
+
+    def head_loss(
         self,
-        output: Wav2Vec2Output,
+        result: Forward,
         labels: Any,
         input_values: tf.Tensor,
         attention_mask: tf.Tensor | None,
@@ -732,43 +384,221 @@ class Wav2Vec2PreTrainedModel(_Layer):
             samples = tf.fill([tf.shape(input_values)[0]], tf.shape(input_values)[1])
         else:
             samples = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
-        return self.wav2vec2.feature_lengths(samples)
+        return self.wav2vec2.feature_extractor_lengths(samples)
 
-    def _check_inputs(
-        self, input_values: Any, attention_mask: Any
-    ) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """Convert to tensors and refuse what the convolution stack cannot take, with a clear error."""
-        values = tf.convert_to_tensor(input_values)
-        if values.dtype != tf.float32:
-            values = tf.cast(values, tf.float32)
-        if attention_mask is None:
-            check_model_inputs(self.config, tuple(values.shape))
-            return values, None
-        mask = tf.cast(tf.convert_to_tensor(attention_mask), tf.int32)
-        lengths = None
-        if tf.executing_eagerly() and tuple(mask.shape) == tuple(values.shape):
-            lengths = tf.reduce_sum(mask, axis=-1).numpy().tolist()
-        check_model_inputs(self.config, tuple(values.shape), tuple(mask.shape), lengths)
-        return values, mask
+    def _get_feat_extract_output_lengths(self, input_lengths: Any) -> tf.Tensor:
+        """Output frames for `input_lengths` samples (transformers' name)."""
+        return self.wav2vec2._get_feat_extract_output_lengths(input_lengths)
+
+    # --- parameters --------------------------------------------------------------------------
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        yield from self.wav2vec2.named_parameters(prefix + self.base_prefix)
+        yield from super().named_parameters(prefix)
+
+    def keep_weights_in(self, dtype: tf.DType) -> None:
+        self.wav2vec2.keep_weights_in(dtype)
+        super().keep_weights_in(dtype)
+
+    def freeze_feature_encoder(self) -> None:
+        """Keep the convolution stack's weights out of training (`fit` and `trainable_weights`)."""
+        self.wav2vec2.feature_extractor.trainable = False
+
+    def freeze_feature_extractor(self) -> None:
+        """Deprecated name of `freeze_feature_encoder`, as in transformers."""
+        warnings.warn(
+            "freeze_feature_extractor is deprecated; use freeze_feature_encoder",
+            FutureWarning,
+            stacklevel=2,
+        )
+        self.freeze_feature_encoder()
+
+    # --- loading and saving ------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *,
+        config: Wav2Vec2Config | None = None,
+        revision: str | None = None,
+        ignore_mismatched_sizes: bool = False,
+        from_pt: bool = False,
+        **kwargs: Any,
+    ) -> TFWav2Vec2PreTrainedModel:
+        """Load a Hugging Face checkpoint: a folder, a gs:// URL or a hub id (`models.hub`).
+
+        Keywords naming config attributes override config.json (`num_labels=5`). A checkpoint
+        of another head loads its encoder and initializes this head anew (logged), as
+        transformers does to fine-tune; with `ignore_mismatched_sizes`, weights whose shape
+        differs are initialized anew too. `from_pt` is accepted for transformers' examples:
+        the PyTorch-named safetensors weights are what this class always reads (never pickled
+        pytorch_model.bin).
+        """
+        from models.weights import load_checkpoint_into
+
+        del from_pt
+        path = hub.resolve(str(pretrained_model_name_or_path), revision)
+        saved = load_checked_config(path)
+        config = _overridden(config if config is not None else saved, kwargs)
+        model = cls(config, seed=None)  # every weight is loaded over, or drawn if missing
+        load_checkpoint_into(
+            model, path, saved.architecture, ignore_mismatched_sizes=ignore_mismatched_sizes
+        )
+        return model
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], saved_model: bool = False, version: int = 1
+    ) -> None:
+        """Write config.json and model.safetensors in the Hugging Face layout; with
+        `saved_model`, also a TensorFlow SavedModel (the `serving` signature) in
+        `saved_model/<version>`."""
+        from models.weights import save_checkpoint
+
+        save_checkpoint(self, str(save_directory))
+        if saved_model:
+            target = os.path.join(str(save_directory), "saved_model", str(version))
+            tf.saved_model.save(self, target, signatures=self.serving)
+
+    @staticmethod
+    def can_generate() -> bool:
+        """Wav2Vec2 classifies frames or clips; it generates no sequences (transformers' API)."""
+        return False
+
+    # --- Keras -------------------------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(
+        cls, config: Wav2Vec2Config | Mapping[str, Any], custom_objects: Any = None
+    ) -> TFWav2Vec2PreTrainedModel:
+        if isinstance(config, Mapping):
+            config = Wav2Vec2Config.from_dict(dict(config))
+        return cls(config)
+
+    def build(self, input_shape: Any = None) -> None:
+        """Nothing to build: every variable exists from construction."""
+        self.built = True
+
+    @property
+    def input_signature(self) -> dict[str, tf.TensorSpec]:
+        return {
+            "input_values": tf.TensorSpec((None, None), tf.float32, name="input_values"),
+            "attention_mask": tf.TensorSpec((None, None), tf.int32, name="attention_mask"),
+        }
+
+    @property
+    def dummy_inputs(self) -> dict[str, tf.Tensor]:
+        """A small valid batch (two receptive fields of samples)."""
+        length = 2 * self.config.receptive_field
+        return {
+            "input_values": tf.random.uniform((1, length), -1.0, 1.0, seed=0),
+            "attention_mask": tf.ones((1, length), tf.int32),
+        }
+
+    @property
+    def serving(self) -> Any:
+        """The SavedModel signature: `input_signature` in, `serving_output` as a dict out."""
+        function = self._cache.serving
+        if function is None:
+
+            def serve(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+                output = self.call(inputs, training=False, return_dict=True)
+                return dict(self.serving_output(output))
+
+            function = tf.function(serve, input_signature=[self.input_signature])
+            self._cache.serving = function
+        return function
+
+    def serving_output(self, output: ModelOutput) -> ModelOutput:
+        """`output` with its per-layer tuples stacked into one tensor each, as signatures need."""
+        fields = {
+            key: tf.stack(value) if isinstance(value, tuple) else value
+            for key, value in output.items()
+        }
+        return type(output)(**fields)
+
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, **kwargs: Any) -> None:
+        """Keras' compile; with no `loss`, `fit` and `evaluate` minimize and report the
+        model's own loss (CTC or cross-entropy on `labels` given in the inputs or as targets)."""
+        self._own_loss = loss is None
+        if self._own_loss and getattr(self, "_own_loss_tracker", None) is None:
+            self._own_loss_tracker = keras.metrics.Mean(name="loss")
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        return super().train_step(self._labels_in_inputs(data))
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return super().test_step(self._labels_in_inputs(data))
+
+    def _labels_in_inputs(self, data: Any) -> Any:
+        """With the model's own loss, targets given apart (`fit(x, y)`) join the inputs as
+        `labels`; they stay targets too, for compiled metrics."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not getattr(self, "_own_loss", False) or y is None:
+            return data
+        inputs = dict(x) if isinstance(x, Mapping) else {self.main_input_name: x}
+        inputs["labels"] = y["labels"] if isinstance(y, Mapping) else y
+        return keras.utils.pack_x_y_sample_weight(inputs, y, sample_weight)
+
+    def compute_loss(
+        self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None
+    ) -> tf.Tensor:
+        if not getattr(self, "_own_loss", False):
+            return super().compute_loss(x, y, _logits(y_pred), sample_weight)
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight needs a compiled loss: the model's own loss is already reduced "
+                "over the batch (compile with loss=... to weight samples)"
+            )
+        if "loss" not in y_pred:
+            raise ValueError("the model's own loss needs `labels`, in the inputs or as targets")
+        loss = tf.reduce_mean(y_pred["loss"])
+        if self.losses:
+            loss += tf.add_n(self.losses)
+        self._own_loss_tracker.update_state(loss)
+        return loss
+
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> dict[str, Any]:
+        return super().compute_metrics(x, y, _logits(y_pred), sample_weight)
 
 
-class TFWav2Vec2Model(Wav2Vec2PreTrainedModel):
+def _logits(y_pred: Any) -> Any:
+    """What Keras losses and metrics compare with the targets: the logits of a model output."""
+    if isinstance(y_pred, Mapping) and "logits" in y_pred:
+        return y_pred["logits"]
+    return y_pred
+
+
+def _overridden(config: Wav2Vec2Config, overrides: dict[str, Any]) -> Wav2Vec2Config:
+    """`config` with config attributes set from `overrides`; TypeError for other keywords."""
+    unknown = sorted(key for key in overrides if not hasattr(config, key))
+    if unknown:
+        raise TypeError(f"from_pretrained got unexpected keyword arguments {unknown}")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+class TFWav2Vec2Model(TFWav2Vec2PreTrainedModel):
     """The bare encoder: last_hidden_state, extract_features and hidden_states."""
 
     base_prefix = ""
     architecture = "Wav2Vec2Model"
 
 
-class TFWav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
+class TFWav2Vec2ForCTC(TFWav2Vec2PreTrainedModel):
     """Encoder + linear CTC head over the vocabulary (speech recognition)."""
 
     architecture = "Wav2Vec2ForCTC"
 
-    def __init__(self, config: Wav2Vec2Config, seed: int | None = 0) -> None:
-        super().__init__(config, seed)
+    def build_head(self, init: Init) -> None:
+        config = self.config
         self.lm_head = self._child(
-            "lm_head",
-            Linear(self._init, config.hidden_size, config.vocab_size, config.initializer_range),
+            "lm_head", Linear, init, config.hidden_size, config.vocab_size, config.initializer_range
         )
 
     def forward(
@@ -777,15 +607,23 @@ class TFWav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         attention_mask: tf.Tensor | None,
         mask_time_indices: tf.Tensor | None,
         training: bool,
-    ) -> Wav2Vec2Output:
-        output = self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
-        hidden = _dropout(output.last_hidden_state, self.config.final_dropout, training)
-        output.logits = self.lm_head(hidden)
-        return output
+    ) -> Forward:
+        result = self.wav2vec2.forward(input_values, attention_mask, mask_time_indices, training)
+        hidden = dropout(result.last_hidden_state, self.config.final_dropout, training)
+        result.logits = self.lm_head(hidden)
+        return result
 
-    def compute_loss(
+    def output_of(self, result: Forward, loss: tf.Tensor | None) -> ModelOutput:
+        return CausalLMOutput(
+            loss=loss,
+            logits=result.logits,
+            hidden_states=tuple(result.hidden_states),
+            attentions=tuple(result.attentions),
+        )
+
+    def head_loss(
         self,
-        output: Wav2Vec2Output,
+        result: Forward,
         labels: Any,
         input_values: tf.Tensor,
         attention_mask: tf.Tensor | None,
@@ -798,7 +636,7 @@ class TFWav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         elif int(tf.reduce_max(labels)) >= self.config.vocab_size:
             raise ValueError(message)
         return ctc_loss(
-            output.logits,
+            result.logits,
             labels,
             self.feature_lengths(input_values, attention_mask),
             blank=self.config.pad_token_id,
@@ -807,27 +645,29 @@ class TFWav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         )
 
 
-class TFWav2Vec2ForSequenceClassification(Wav2Vec2PreTrainedModel):
+class TFWav2Vec2ForSequenceClassification(TFWav2Vec2PreTrainedModel):
     """Encoder + mean-pooled projection + classifier (keyword spotting, emotion, language id)."""
 
     architecture = "Wav2Vec2ForSequenceClassification"
 
-    def __init__(self, config: Wav2Vec2Config, seed: int | None = 0) -> None:
-        super().__init__(config, seed)
-        init = self._init
+    def build_head(self, init: Init) -> None:
+        config = self.config
         if config.use_weighted_layer_sum:
             layers = config.num_hidden_layers + 1
             self.layer_weights = self._param(
-                "layer_weights", (layers,), "same", init.constant((layers,), 1.0 / layers)
+                "layer_weights", (layers,), "same", Init.constant((layers,), 1.0 / layers)
             )
+        std = config.initializer_range
         self.projector = self._child(
-            "projector",
-            Linear(init, config.hidden_size, config.classifier_proj_size, config.initializer_range),
+            "projector", Linear, init, config.hidden_size, config.classifier_proj_size, std
         )
         self.classifier = self._child(
-            "classifier",
-            Linear(init, config.classifier_proj_size, config.num_labels, config.initializer_range),
+            "classifier", Linear, init, config.classifier_proj_size, config.num_labels, std
         )
+
+    def freeze_base_model(self) -> None:
+        """Train the classification head only."""
+        self.wav2vec2.trainable = False
 
     def forward(
         self,
@@ -835,98 +675,60 @@ class TFWav2Vec2ForSequenceClassification(Wav2Vec2PreTrainedModel):
         attention_mask: tf.Tensor | None,
         mask_time_indices: tf.Tensor | None,
         training: bool,
-    ) -> Wav2Vec2Output:
-        output = self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
+    ) -> Forward:
+        result = self.wav2vec2.forward(input_values, attention_mask, mask_time_indices, training)
         if self.config.use_weighted_layer_sum:
-            stacked = tf.stack(output.hidden_states, axis=0)
+            stacked = tf.stack(result.hidden_states, axis=0)
             weights = tf.nn.softmax(self.layer_weights)
             hidden = tf.tensordot(tf.cast(weights, stacked.dtype), stacked, axes=[[0], [0]])
         else:
-            hidden = output.last_hidden_state
+            hidden = result.last_hidden_state
         projected = self.projector(hidden)
-        if output.frame_mask is None:
+        if result.frame_mask is None:
             pooled = tf.reduce_mean(projected, axis=1)
         else:
             # In float32: bfloat16 counts frames exactly only up to 256.
-            mask = output.frame_mask[:, :, None]
+            mask = result.frame_mask[:, :, None]
             total = tf.reduce_sum(tf.cast(projected, tf.float32) * mask, axis=1)
             pooled = tf.cast(total / tf.reduce_sum(mask, axis=1), projected.dtype)
-        output.logits = self.classifier(pooled)
-        return output
+        result.logits = self.classifier(pooled)
+        return result
 
-    def compute_loss(
+    def output_of(self, result: Forward, loss: tf.Tensor | None) -> ModelOutput:
+        return SequenceClassifierOutput(
+            loss=loss,
+            logits=result.logits,
+            hidden_states=tuple(result.hidden_states),
+            attentions=tuple(result.attentions),
+        )
+
+    def head_loss(
         self,
-        output: Wav2Vec2Output,
+        result: Forward,
         labels: Any,
         input_values: tf.Tensor,
         attention_mask: tf.Tensor | None,
     ) -> tf.Tensor:
         labels = tf.reshape(tf.cast(tf.convert_to_tensor(labels), tf.int32), [-1])
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=tf.cast(output.logits, tf.float32)
+            labels=labels, logits=tf.cast(result.logits, tf.float32)
         )
         return tf.reduce_mean(losses)
 
 
-class GumbelVectorQuantizer(_Layer):
-    """Product quantizer of the pretraining head: one codevector per group for each frame.
-
-    Inference only: the hard argmax choice, as the reference does in eval mode.
-    """
-
-    def __init__(self, init: _Init, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        self.groups = config.num_codevector_groups
-        self.per_group = config.num_codevectors_per_group
-        width = config.codevector_dim // self.groups
-        self.codevectors = self._param(
-            "codevectors",
-            (1, self.groups * self.per_group, width),
-            "same",
-            init.uniform((1, self.groups * self.per_group, width), 1.0),
-        )
-        self.weight_proj = self._child(
-            "weight_proj", Linear(init, config.conv_dim[-1], self.groups * self.per_group, 1.0)
-        )
-
-    def __call__(
-        self, features: tf.Tensor, mask_time_indices: tf.Tensor | None
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Returns (quantized features, perplexity, codevector ids (B, T, groups))."""
-        batch, frames = tf.shape(features)[0], tf.shape(features)[1]
-        scores = tf.reshape(
-            tf.cast(self.weight_proj(features), tf.float32),
-            [batch, frames, self.groups, self.per_group],
-        )
-        ids = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        probs = tf.one_hot(ids, self.per_group, dtype=tf.float32)
-        flat = tf.reshape(probs, [-1, self.groups, self.per_group])
-        if mask_time_indices is None:
-            marginal = tf.reduce_mean(flat, axis=0)
-        else:
-            chosen = tf.cast(tf.reshape(mask_time_indices, [-1]), tf.float32)[:, None, None]
-            marginal = tf.reduce_sum(flat * chosen, axis=0) / tf.reduce_sum(chosen)
-        entropy = -tf.reduce_sum(tf.math.xlogy(marginal, marginal), axis=-1)
-        perplexity = tf.reduce_sum(tf.exp(entropy))
-        table = tf.reshape(self.codevectors, [self.groups, self.per_group, -1])
-        quantized = tf.einsum("btgv,gvd->btgd", probs, table)
-        return tf.reshape(quantized, [batch, frames, -1]), perplexity, ids
-
-
-class TFWav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
+class TFWav2Vec2ForPreTraining(TFWav2Vec2PreTrainedModel):
     """Encoder + quantizer + projections: the discrete codevector ids of each frame (inference)."""
 
     architecture = "Wav2Vec2ForPreTraining"
 
-    def __init__(self, config: Wav2Vec2Config, seed: int | None = 0) -> None:
-        super().__init__(config, seed)
-        init = self._init
-        self.quantizer = self._child("quantizer", GumbelVectorQuantizer(init, config))
+    def build_head(self, init: Init) -> None:
+        config = self.config
+        self.quantizer = self._child("quantizer", GumbelVectorQuantizer, init, config)
         self.project_hid = self._child(
-            "project_hid", Linear(init, config.hidden_size, config.proj_codevector_dim)
+            "project_hid", Linear, init, config.hidden_size, config.proj_codevector_dim
         )
         self.project_q = self._child(
-            "project_q", Linear(init, config.codevector_dim, config.proj_codevector_dim)
+            "project_q", Linear, init, config.codevector_dim, config.proj_codevector_dim
         )
 
     def forward(
@@ -935,18 +737,29 @@ class TFWav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
         attention_mask: tf.Tensor | None,
         mask_time_indices: tf.Tensor | None,
         training: bool,
-    ) -> Wav2Vec2Output:
-        output = self.wav2vec2(input_values, attention_mask, mask_time_indices, training)
-        output.projected_states = self.project_hid(output.last_hidden_state)
-        quantized, perplexity, ids = self.quantizer(output.extract_features, mask_time_indices)
-        output.projected_quantized_states = self.project_q(quantized)
-        output.codevector_perplexity = perplexity
-        output.codevector_ids = ids
-        return output
+    ) -> Forward:
+        result = self.wav2vec2.forward(input_values, attention_mask, mask_time_indices, training)
+        result.projected_states = self.project_hid(result.last_hidden_state)
+        quantized, perplexity, ids = self.quantizer(result.extract_features, mask_time_indices)
+        result.projected_quantized_states = self.project_q(quantized)
+        result.codevector_perplexity = perplexity
+        result.codevector_ids = ids
+        return result
+
+    def output_of(self, result: Forward, loss: tf.Tensor | None) -> ModelOutput:
+        return Wav2Vec2ForPreTrainingOutput(
+            loss=loss,
+            projected_states=result.projected_states,
+            projected_quantized_states=result.projected_quantized_states,
+            codevector_perplexity=result.codevector_perplexity,
+            hidden_states=tuple(result.hidden_states),
+            attentions=tuple(result.attentions),
+            codevector_ids=result.codevector_ids,
+        )
 
 
 #: Our class for each `architectures` entry of config.json.
-MODEL_CLASSES: dict[str, type[Wav2Vec2PreTrainedModel]] = {
+MODEL_CLASSES: dict[str, type[TFWav2Vec2PreTrainedModel]] = {
     cls.architecture: cls
     for cls in (
         TFWav2Vec2Model,

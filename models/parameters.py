@@ -6,7 +6,7 @@ the loader needs nothing from the model but this: `NamedParameters` is what it l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +23,10 @@ class Parameter:
 
     variable: Any
     layout: Layout
+    #: Draws the variable's initial value anew (transformers' init for the layer), for a head
+    #: that a checkpoint of another architecture does not have; None where the backend
+    #: initializes missing parameters itself (Flax: `init_weights`).
+    initialize: Callable[[], None] | None = None
 
     @property
     def torch_shape(self) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from models import (
     FlaxWav2Vec2ForPreTraining,
     FlaxWav2Vec2ForSequenceClassification,
     FlaxWav2Vec2Model,
+    FlaxWav2Vec2PreTrainedModel,
     TFWav2Vec2ForCTC,
     TFWav2Vec2ForPreTraining,
     TFWav2Vec2ForSequenceClassification,
@@ -60,6 +61,18 @@ def single(index: int) -> np.ndarray:
     return INPUTS[f"input_values_{index}"][None, :]
 
 
+def encoder_outputs(model, values: np.ndarray, **kwargs):
+    """The encoder's own outputs (`extract_features`, `last_hidden_state`), which a head's
+    outputs leave out as transformers' do: from the TF classes' `wav2vec2` layer, or a bare
+    Flax model run on a head's `params["wav2vec2"]`."""
+    if not isinstance(model, FlaxWav2Vec2PreTrainedModel):
+        return model.wav2vec2(values, **kwargs)
+    if model.base_model_prefix is None:
+        return model(values, **kwargs)
+    bare = FlaxWav2Vec2Model(model.config, _do_init=False)
+    return bare(values, params=model.params[model.base_model_prefix], **kwargs)
+
+
 #: The class of each fixture checkpoint, per backend.
 CLASSES = {
     "tf": {
@@ -92,11 +105,16 @@ def test_single_utterance_outputs_match_reference(models_by_name: dict, name: st
     model, ref = models_by_name[name], reference(name)
     for u in UTTERANCES:
         out = model(single(u), output_hidden_states=True)
+        encoder = encoder_outputs(model, single(u))
         assert_close(
-            out.extract_features[0], ref[f"extract_features_{u}"], f"{name} extract_features {u}"
+            encoder.extract_features[0],
+            ref[f"extract_features_{u}"],
+            f"{name} extract_features {u}",
         )
         assert_close(
-            out.last_hidden_state[0], ref[f"last_hidden_state_{u}"], f"{name} last_hidden_state {u}"
+            encoder.last_hidden_state[0],
+            ref[f"last_hidden_state_{u}"],
+            f"{name} last_hidden_state {u}",
         )
         ref_states = ref[f"hidden_states_{u}"]
         assert len(out.hidden_states) == len(ref_states)
@@ -131,18 +149,19 @@ def test_masked_batch_matches_reference_for_layer_norm_models(
     models_by_name: dict, name: str
 ) -> None:
     ref = reference(name)
-    out = models_by_name[name](
-        INPUTS["batch_input_values_mask"],
-        attention_mask=INPUTS["batch_attention_mask"],
-        output_hidden_states=True,
-    )
+    model = models_by_name[name]
+    values, mask = INPUTS["batch_input_values_mask"], INPUTS["batch_attention_mask"]
+    out = model(values, attention_mask=mask, output_hidden_states=True)
+    encoder = encoder_outputs(model, values, attention_mask=mask)
     frames = [
         int(f)
         for f in ref.get("frames", [ref[f"last_hidden_state_{u}"].shape[0] for u in UTTERANCES])
     ]
     for u, n in enumerate(frames):
         assert_close(
-            out.last_hidden_state[u, :n], ref["batch_last_hidden_state"][u, :n], f"{name} batch {u}"
+            encoder.last_hidden_state[u, :n],
+            ref["batch_last_hidden_state"][u, :n],
+            f"{name} batch {u}",
         )
         if "batch_logits" in ref:
             assert_close(out.logits[u, :n], ref["batch_logits"][u, :n], f"{name} batch logits {u}")
@@ -166,7 +185,7 @@ def test_padded_batch_with_mask_equals_each_utterance_alone(
     batched = model(values, attention_mask=mask, output_hidden_states=True)
     for u in UTTERANCES:
         alone = model(arrays[u][None], output_hidden_states=True)
-        n = alone.last_hidden_state.shape[1]
+        n = alone.hidden_states[-1].shape[1]
         for layer, state in enumerate(alone.hidden_states):
             assert_close(
                 batched.hidden_states[layer][u, :n], state[0], f"{name} hidden {layer} item {u}"
@@ -188,22 +207,26 @@ def test_ctc_loss_matches_reference(name: str) -> None:
     uses_mask = name == "lv60"
     values = INPUTS["batch_input_values_mask" if uses_mask else "batch_input_values_nomask"]
     mask = INPUTS["batch_attention_mask"] if uses_mask else None
+    # "mean" is transformers' TF rule, the batch mean of the items' losses: the reference's
+    # "sum" over the batch size (its PyTorch "mean" also divides each item by its label count).
+    per_batch = {"sum": 1, "mean": len(values)}
     for reduction in ("mean", "sum"):
         model = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / name))
         model.config.ctc_loss_reduction = reduction
         loss = model(values, attention_mask=mask, labels=ref["ctc_labels"]).loss
-        np.testing.assert_allclose(float(loss), float(ref[f"ctc_loss_{reduction}"]), rtol=1e-4)
+        assert loss.shape == (1,)
+        expected = float(ref["ctc_loss_sum"]) / per_batch[reduction]
+        np.testing.assert_allclose(float(loss[0]), expected, rtol=1e-4)
         model.config.ctc_zero_infinity = True
         loss = model(values, attention_mask=mask, labels=ref["ctc_mixed_labels"]).loss
-        np.testing.assert_allclose(
-            float(loss), float(ref[f"ctc_mixed_loss_{reduction}_zero_infinity"]), rtol=1e-4
-        )
+        expected = float(ref["ctc_mixed_loss_sum_zero_infinity"]) / per_batch[reduction]
+        np.testing.assert_allclose(float(loss[0]), expected, rtol=1e-4)
         for zero_infinity in (False, True):
             model.config.ctc_zero_infinity = zero_infinity
             loss = model(single(0), labels=ref["ctc_inf_labels"]).loss
             suffix = "_zero_infinity" if zero_infinity else ""
-            expected = float(ref[f"ctc_inf_loss_{reduction}{suffix}"])
-            assert float(loss) == expected, (reduction, zero_infinity, float(loss), expected)
+            expected = float(ref[f"ctc_inf_loss_sum{suffix}"])
+            assert float(loss[0]) == expected, (reduction, zero_infinity, float(loss[0]), expected)
 
 
 @pytest.mark.parametrize("name", ["base", "lv60"])
@@ -253,7 +276,10 @@ def test_pretraining_outputs_and_codevector_ids_match_reference(models_by_name: 
         )
         np.testing.assert_array_equal(np.asarray(out.codevector_ids[0]), ref[f"codevector_ids_{u}"])
     masked = model(single(1), mask_time_indices=ref["masked_mask_time_indices"])
-    assert_close(masked.last_hidden_state[0], ref["masked_last_hidden_state"], "masked last hidden")
+    encoder = encoder_outputs(model, single(1), mask_time_indices=ref["masked_mask_time_indices"])
+    assert_close(
+        encoder.last_hidden_state[0], ref["masked_last_hidden_state"], "masked last hidden"
+    )
     assert_close(masked.projected_states[0], ref["masked_projected_states"], "masked projected")
     np.testing.assert_allclose(
         float(masked.codevector_perplexity), float(ref["masked_codevector_perplexity"]), rtol=1e-5

@@ -142,11 +142,11 @@ def direct_outputs(path: str, model, extractor) -> Direct:
             round(left / len(window) * token_n), token_n - round(right / len(window) * token_n)
         )
         hidden.append([state[0].numpy()[keep] for state in out.hidden_states])
-        if out.codevector_ids is not None:
+        if "codevector_ids" in out:
             codes.append(out.codevector_ids[0].numpy()[keep])
-        if out.logits is not None and out.logits.shape.rank == 3:
+        if "logits" in out and out.logits.shape.rank == 3:
             logits.append(out.logits[0].numpy()[keep])
-        elif out.logits is not None:
+        elif "logits" in out:
             exp = np.exp(out.logits[0].numpy().astype(np.float64))
             probabilities.append(exp / exp.sum())
             weights.append(len(window) - left - right)

@@ -62,7 +62,7 @@ def test_training_step_traces_and_gives_finite_gradients_for_every_weight() -> N
         return output.loss, tape.gradient(output.loss, model.trainable_variables)
 
     loss, gradients = step(values, mask, labels)
-    assert np.isfinite(float(loss))
+    assert loss.shape == (1,) and np.isfinite(loss.numpy()).all()
     names = [v.name for v in model.trainable_variables]
     missing = [n for n, g in zip(names, gradients, strict=True) if g is None]
     assert not missing, f"no gradient for {missing}"
@@ -73,12 +73,11 @@ def test_training_step_traces_and_gives_finite_gradients_for_every_weight() -> N
 def test_training_mode_without_dropout_computes_what_inference_does() -> None:
     """The group-by-group positional convolution of training equals the grouped one."""
     model = lv60_without_dropout()
+    model.config.apply_spec_augment = False  # no randomly drawn time masks in training either
     values, mask, labels = batch()
     traced = tf.function(lambda v, m, la: model(v, attention_mask=m, labels=la, training=True).loss)
     inference = model(values, attention_mask=mask, labels=labels)
-    np.testing.assert_allclose(
-        float(traced(values, mask, labels)), float(inference.loss), rtol=1e-5
-    )
+    np.testing.assert_allclose(traced(values, mask, labels), inference.loss, rtol=1e-5)
     trained = model(values, attention_mask=mask, training=True)
     np.testing.assert_allclose(trained.logits.numpy(), inference.logits.numpy(), atol=1e-5)
 
@@ -99,7 +98,7 @@ def test_ctc_loss_equals_tensorflows_dense_ctc_for_empty_repeated_and_plain_labe
         blank_index=0,
     )
     ours = ctc_loss(logits, labels, frames, blank=0, reduction="sum", zero_infinity=False)
-    np.testing.assert_allclose(float(ours), float(tf.reduce_sum(dense)), rtol=1e-5)
+    np.testing.assert_allclose(ours, [tf.reduce_sum(dense)], rtol=1e-5)
 
 
 def test_ctc_gradients_stay_finite_with_an_unalignable_item() -> None:
@@ -108,5 +107,5 @@ def test_ctc_gradients_stay_finite_with_an_unalignable_item() -> None:
     with tf.GradientTape() as tape:
         loss = ctc_loss(logits, labels, tf.constant([6, 6]), 0, "mean", zero_infinity=True)
     gradient = tape.gradient(loss, logits).numpy()
-    assert np.isfinite(float(loss)) and np.isfinite(gradient).all()
+    assert np.isfinite(loss.numpy()).all() and np.isfinite(gradient).all()
     assert not gradient[1].any(), "the zeroed item must not move the logits"
