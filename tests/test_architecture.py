@@ -3,7 +3,7 @@
 - Every module the document names exists, and every module of the code's folders is named there.
 - Every stage of its data path is a named step of the job graph (pipeline/graph.py).
 - `models/` imports nothing from Beam, `transforms/`, `pipeline/`, `lm/` or `demo/`, and its
-  modules do not import each other in a cycle.
+  modules do not import each other in a cycle; only its Keras classes import `tf_keras`.
 """
 
 from __future__ import annotations
@@ -57,6 +57,18 @@ def test_models_knows_nothing_of_beam_or_the_pipeline() -> None:
     for path in (REPO / "models").glob("*.py"):
         wrong = [m for m in _imports(path) if m.split(".")[0] in forbidden]
         assert wrong == [], (path.name, wrong)
+
+
+def test_only_the_keras_classes_import_tf_keras() -> None:
+    """Keras 2 is the TF classes' base (modeling_wav2vec2); the layers, the runner and the
+    pipeline reach it only through them."""
+    importers = sorted(
+        str(path.relative_to(REPO))
+        for folder in FOLDERS
+        for path in (REPO / folder).rglob("*.py")
+        if any(m.split(".")[0] == "tf_keras" for m in _imports(path))
+    )
+    assert importers == ["models/modeling_wav2vec2.py"]
 
 
 def _models_imported(path: Path, modules: set[str]) -> set[str]:
