@@ -21,6 +21,7 @@ CHECKPOINT_FILES = [
     "model-*.safetensors",
     "model.safetensors.index.json",
     "tf_model.h5",
+    "flax_model.msgpack",
     "preprocessor_config.json",
     "processor_config.json",
     "vocab.json",

@@ -138,13 +138,13 @@ def load_checked_model(
     Raises `OptionsError` for options the checkpoint cannot serve, `ModelLoadError` when any
     file a worker needs cannot be loaded, `LanguageModelLoadError` for an unusable LM.
     """
-    from models.configuration import Wav2Vec2Config
+    from models.configuration import load_checked_config
     from models.tokenizer import Wav2Vec2CTCTokenizer
     from pipeline.graph import inference_spec
     from transforms.infer.model_handler import LoadedWav2Vec2, keep_for_this_process
 
     try:
-        model = Wav2Vec2Config.from_pretrained(config.model_dir)
+        model = load_checked_config(config.model_dir)
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
     config = resolve_outputs(config, model)
