@@ -51,6 +51,7 @@ from pipeline.options import (
     parse_args,
     resolve_outputs,
 )
+from transforms.write.folder import FolderBusy, SettingsDiffer, check_settings, locked
 from transforms.write.progress import (
     DEFAULT_INTERVAL_S,
     LOGGER,
@@ -255,7 +256,7 @@ def run_job(
     decoding: BeamDecoding | None,
 ) -> int:
     """Build and run the job on a checked configuration; returns the exit status."""
-    from pipeline.graph import build_pipeline, table_specs
+    from pipeline.graph import build_pipeline
 
     run_id = new_run_id()
     pipeline, local = make_pipeline(options)
@@ -279,6 +280,33 @@ def run_job(
             pipeline.run()
         print(f"dry run: the job for run {run_id} was built and not submitted")
         return 0
+    try:
+        with locked(config.output_dir, run_id):
+            settings = config.table_settings(hidden_layers)
+            check_settings(config.output_dir, settings, resuming=config.skip_existing)
+            return run_locked(
+                pipeline, options, progress_dir, config, model, hidden_layers, decoding, run_id
+            )
+    except (FolderBusy, SettingsDiffer) as error:
+        if progress_dir is not None:
+            shutil.rmtree(progress_dir, ignore_errors=True)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+
+
+def run_locked(
+    pipeline: beam.Pipeline,
+    options: PipelineOptions,
+    progress_dir: str | None,
+    config: RunConfig,
+    model: Wav2Vec2Config,
+    hidden_layers: tuple[int, ...],
+    decoding: BeamDecoding | None,
+    run_id: str,
+) -> int:
+    """Run the built job, with the output folder held, and write its summary."""
+    from pipeline.graph import table_specs
+
     LOGGER.info("run %s: writing to %s", run_id, config.output_dir)
     start = time.time()
     try:

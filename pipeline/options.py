@@ -94,7 +94,7 @@ class Wav2Vec2Options(PipelineOptions):
         )
         parser.add_argument(
             "--chunk_length_s",
-            type=float,
+            type=finite_float,
             default=30.0,
             help="Window length for long files, as the HF ASR pipeline's (0: never chunk).",
         )
@@ -107,7 +107,7 @@ class Wav2Vec2Options(PipelineOptions):
         )
         parser.add_argument(
             "--max_batch_audio_s",
-            type=float,
+            type=finite_float,
             default=120.0,
             help="Most padded audio seconds per forward pass.",
         )
@@ -162,14 +162,14 @@ class Wav2Vec2Options(PipelineOptions):
         )
         parser.add_argument(
             "--piece_mb",
-            type=float,
+            type=finite_float,
             default=DEFAULT_LIMITS.megabytes,
             help="... or once its rows hold about this many MB of features "
             f"(default {DEFAULT_LIMITS.megabytes:g}).",
         )
         parser.add_argument(
             "--piece_seconds",
-            type=float,
+            type=finite_float,
             default=DEFAULT_LIMITS.seconds,
             help="... or once its oldest row has waited this many seconds "
             f"(default {DEFAULT_LIMITS.seconds:g}).",
@@ -192,12 +192,12 @@ class Wav2Vec2Options(PipelineOptions):
         )
         parser.add_argument(
             "--lm_alpha",
-            type=float,
+            type=finite_float,
             help="Beam search: the LM's weight (default: the LM's attrs.json, else 0.5).",
         )
         parser.add_argument(
             "--lm_beta",
-            type=float,
+            type=finite_float,
             help="Beam search: the bonus per word (default: the LM's attrs.json, else 1.5).",
         )
         parser.add_argument(
@@ -207,7 +207,7 @@ class Wav2Vec2Options(PipelineOptions):
         )
         parser.add_argument(
             "--hotword_weight",
-            type=float,
+            type=finite_float,
             default=DEFAULT_HOTWORD_WEIGHT,
             help=f"Beam search: the score added per hotword (default {DEFAULT_HOTWORD_WEIGHT:g}).",
         )
@@ -292,6 +292,37 @@ class RunConfig:
     @property
     def max_batch_samples(self) -> int:
         return int(self.max_batch_audio_s * TARGET_SAMPLE_RATE)
+
+    def table_settings(self, hidden_layers: Sequence[int]) -> dict[str, object]:
+        """The settings that shape the tables' rows: a resume must keep them
+        (`transforms.write.folder.check_settings`)."""
+        local = os.path.isdir(self.model_dir)
+        return {
+            "model_dir": os.path.abspath(self.model_dir) if local else self.model_dir,
+            "outputs": list(self.outputs),
+            "hidden_layers": list(hidden_layers),
+            "feature_dtype": self.feature_dtype,
+            "pool": self.pool,
+            "chunk_length_s": self.chunk_length_s,
+            "stride_length_s": self.stride_length_s,
+            "precision": self.precision,
+            "backend": self.backend,
+            "decoder": self.decoder,
+            "lm": self.lm,
+            "beam_width": self.beam_width,
+            "lm_alpha": self.lm_alpha,
+            "lm_beta": self.lm_beta,
+            "hotwords": list(self.hotwords),
+            "hotword_weight": self.hotword_weight,
+        }
+
+
+def finite_float(text: str) -> float:
+    """A number flag's value: Python's float() also takes `inf` and `nan`, which no flag means."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _raise(message: str) -> None:

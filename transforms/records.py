@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from transforms.read.ids import escape
+
 #: The sampling rate every model input is resampled to.
 TARGET_SAMPLE_RATE = 16_000
 
@@ -44,7 +46,11 @@ def hidden_state_key(layer: int) -> str:
 
 @dataclass(frozen=True)
 class ErrorRecord:
-    """One input item that could not be processed, and why (a row of the `errors/` table)."""
+    """One input item that could not be processed, and why (a row of the `errors/` table).
+
+    Its strings are made writable on construction (`transforms.read.ids.escape`): an id read
+    from a name that is not UTF-8, or an exception's message quoting one, must not stop the job.
+    """
 
     id: str
     source: str
@@ -53,6 +59,10 @@ class ErrorRecord:
     #: The bundle that decoded the item, when it got that far (see `AudioChunk.bundle`); not a
     #: column of the table.
     bundle: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("id", "source", "stage", "error"):
+            object.__setattr__(self, name, escape(getattr(self, name)))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from transforms.read.decode_items import AudioItem
+from transforms.read.ids import file_id
 from transforms.read.inputs import MatchInputs, expand_braces
 from transforms.read.manifest import read_manifest
 from transforms.read.parquet_audio import ParquetColumns, read_parquet_file
@@ -78,10 +79,10 @@ class _ReadFiles(beam.DoFn):
             yield from read_parquet_file(path, skip, columns)
         elif kind == "manifest":
             yield from read_manifest(path, skip, corpus.id_column, corpus.text_column)
-        elif path in skip:
+        elif file_id(path) in skip:
             skipped_counter().inc()
         else:
-            yield AudioItem(id=path, source=path, path=path)
+            yield AudioItem(id=file_id(path), source=file_id(path), path=path)
 
 
 class _DropDoneErrors(beam.DoFn):

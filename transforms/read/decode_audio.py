@@ -62,6 +62,10 @@ from transforms.records import TARGET_SAMPLE_RATE
 #: One model frame: the receptive field of the Wav2Vec2 conv stack. Shorter audio has no logits.
 MIN_SAMPLES = 400
 
+#: Lowest sample rate read (Hz). Telephone speech is 8 kHz; a header declaring less is a broken or
+#: hostile file, and resampling 1 Hz to 16 kHz would turn a kilobyte into minutes of model input.
+MIN_SAMPLE_RATE = 1_000
+
 #: Default seconds of source audio read per block; bounds memory at ~block_s * rate * channels.
 DEFAULT_BLOCK_S = 20.0
 
@@ -235,6 +239,13 @@ class AudioStream:
             raise AudioDecodeError(
                 "decode", "zero_frames", f"the {self.info.format} header declares no audio frames"
             )
+        if self.info.sample_rate < MIN_SAMPLE_RATE:
+            raise AudioDecodeError(
+                "decode",
+                "sample_rate_too_low",
+                f"the header declares {self.info.sample_rate} Hz; below {MIN_SAMPLE_RATE} Hz no "
+                "speech is recorded, and resampling it would make minutes of input from bytes",
+            )
         self._first, self._count = _span_frames(self._span, self.info)
         # soxr's output length is the rounded rate-scaled input length; the end check is exact.
         expected = self._count * TARGET_SAMPLE_RATE / self.info.sample_rate
@@ -370,18 +381,19 @@ def _span_frames(span: Span | None, info: AudioInfo) -> tuple[int, int]:
     """(first frame, frame count) of `span` in the file `info` describes; checks the span."""
     if span is None:
         return 0, info.frames
-    first = round(span.offset_s * info.sample_rate)
-    if first >= info.frames:
+    # Compared as floats before rounding: an offset of 1e308 s is past the end, not an overflow.
+    if span.offset_s * info.sample_rate >= info.frames:
         raise AudioDecodeError(
             "decode",
             "bad_span",
             f"offset {span.offset_s} s is at or past the end of the file "
             f"({info.frames / info.sample_rate:.3f} s)",
         )
+    first = round(span.offset_s * info.sample_rate)
     left = info.frames - first
     if span.duration_s is None:
         return first, left
-    return first, min(round(span.duration_s * info.sample_rate), left)
+    return first, round(min(span.duration_s * info.sample_rate, left))
 
 
 def _check_wav_length(file: _GuardedFile, size: int) -> None:

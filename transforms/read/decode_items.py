@@ -39,6 +39,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.infer.chunk import ChunkParams, chunk_audio
 from transforms.read.decode_audio import DEFAULT_BLOCK_S, AudioDecodeError, Span, open_audio
+from transforms.read.ids import canonical_path, escape, special_file
 from transforms.records import (
     ERRORS_TAG,
     TARGET_SAMPLE_RATE,
@@ -83,6 +84,17 @@ class AudioItem:
     #: `<container uri>#<member, row or line>`. Empty: the item's id stands for it.
     origin: str = ""
 
+    def __post_init__(self) -> None:
+        """The strings that reach the tables are writable text (`ids.escape`); `path` stays
+        the name to open."""
+        self.id, self.source, self.origin = (
+            escape(self.id),
+            escape(self.source),
+            escape(self.origin),
+        )
+        if self.reference is not None:
+            self.reference = escape(self.reference)
+
 
 def reference_text(record: Mapping[str, Any], field: str | None) -> str | None:
     """The reference text of a JSON object or row: `field`, else the first of `TEXT_FIELDS`.
@@ -102,11 +114,12 @@ def reference_text(record: Mapping[str, Any], field: str | None) -> str | None:
 
 
 def resolve_path(container: str, path: str) -> str:
-    """`path` as written in a container (Parquet file, manifest): relative to its folder."""
+    """`path` as written in a container (Parquet file, manifest): relative to its folder, in its
+    one spelling (`ids.canonical_path`)."""
     if "://" in path or path.startswith("/"):
-        return path
+        return canonical_path(path)
     folder, _ = FileSystems.split(container)
-    return FileSystems.join(folder, path)
+    return canonical_path(FileSystems.join(folder, path))
 
 
 def item_error(item_id: str, source: str, stage: str, message: str) -> beam.pvalue.TaggedOutput:
@@ -116,11 +129,18 @@ def item_error(item_id: str, source: str, stage: str, message: str) -> beam.pval
     )
 
 
+class NotARegularFile(OSError):
+    """An item's path names a FIFO, a directory or a device (`ids.special_file`)."""
+
+
 def _open_raw(item: AudioItem) -> contextlib.AbstractContextManager[BinaryIO]:
     if item.data is not None:
         return contextlib.nullcontext(io.BytesIO(item.data))
     if item.path is None:
         raise ValueError(f"item {item.id!r} has neither bytes nor a path")
+    kind = special_file(item.path)
+    if kind is not None:
+        raise NotARegularFile(f"{escape(item.path)} is {kind}, not a regular file")
     return FileSystems.open(item.path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -155,6 +175,9 @@ class _DecodeItem(beam.DoFn):
     def _chunks(self, item: AudioItem) -> Iterator[AudioChunk]:
         try:
             opened = _open_raw(item)
+        except NotARegularFile as error:
+            yield self._fail(item, 0, "read", f"not_a_regular_file: {error}")
+            return
         except Exception as error:  # a missing file, a permission, a remote store's refusal
             yield self._fail(item, 0, "read", f"unreadable: {type(error).__name__}: {error}")
             return

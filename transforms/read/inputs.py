@@ -5,11 +5,13 @@ numbers 000 to 099 (zero-padded to the wider end when either end starts with 0, 
 the first is larger), `{a,b,c}` the alternatives; groups nest and combine. A brace group that is
 neither (`{abc}`) stays as it is. Each expanded pattern is then matched by Beam's FileSystems
 (local globs, `gs://` wildcards); one that matches nothing is an error row whose id is that
-pattern, so a missing shard of a range is reported, not skipped.
+pattern, so a missing shard of a range is reported, not skipped. A matched file is named by its one
+spelling (`ids.canonical_path`), so that `./a/f.wav` and `a/f.wav` are one file; one that is not a
+regular file (a FIFO, a directory, a device) is an error row, not read.
 
 Each matched file's kind is `--input_format`, or, by default (`auto`), inferred from its name:
-`.tar`, `.tar.gz`, `.tgz` are WebDataset shards, `.parquet` a Parquet audio dataset, `.jsonl` and
-`.json` a manifest, anything else an audio file.
+`.tar`, `.tar.gz`, `.tgz` are WebDataset shards, `.parquet` a Parquet audio dataset, `.jsonl`,
+`.json` and `.csv` a manifest, anything else an audio file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.read.decode_items import METRICS_NAMESPACE, item_error
+from transforms.read.ids import canonical_path, file_id, special_file
 
 #: `--input_format` values; `auto` infers each file's kind from its name.
 INPUT_FORMATS = ("auto", "audio", "webdataset", "parquet", "manifest")
@@ -32,7 +35,7 @@ KINDS = INPUT_FORMATS[1:]
 _SUFFIXES = (
     ((".tar", ".tar.gz", ".tgz"), "webdataset"),
     ((".parquet",), "parquet"),
-    ((".jsonl", ".json"), "manifest"),
+    ((".jsonl", ".json", ".csv"), "manifest"),
 )
 
 _RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)")
@@ -118,5 +121,15 @@ class MatchInputs(beam.DoFn):
             yield item_error(pattern, pattern, "read", f"no_match: no file matches {pattern!r}")
             return
         for metadata in matched:
-            kind = infer_kind(metadata.path) if self._format == "auto" else self._format
-            yield kind, metadata.path, metadata.size_in_bytes
+            path = canonical_path(metadata.path)  # one spelling per file: read once, one id
+            special = special_file(path)
+            if special is not None:
+                yield item_error(
+                    file_id(path),
+                    file_id(path),
+                    "read",
+                    f"not_a_regular_file: {file_id(path)} is {special}, not a regular file",
+                )
+                continue
+            kind = infer_kind(path) if self._format == "auto" else self._format
+            yield kind, path, metadata.size_in_bytes

@@ -1,29 +1,39 @@
-"""Beam stage: JSONL manifests (NeMo style) in, one `AudioItem` per line (or one `ErrorRecord`) out.
+"""Beam stage: manifests (NeMo's JSON lines, or CSV) in, one `AudioItem` per entry (or one
+`ErrorRecord`) out.
 
-Each non-blank line is a JSON object:
+A JSONL manifest (`.jsonl`, `.json`) holds one JSON object per non-blank line; a CSV manifest
+(`.csv`) a header row naming its columns, then one entry per row, quoted as Python's `csv` module
+reads it (a field may hold commas, quotes and line breaks), UTF-8 with or without a byte-order
+mark. Both have the same fields:
 
 * `audio_filepath` (required): the audio file, local or `gs://`; a relative path is read from the
   manifest's folder.
-* `offset` (seconds, default 0) and `duration` (seconds; absent, null or not positive: to the end
-  of the file, as NeMo reads it): only that span of the file is read (`decode_audio.Span`).
+* `offset` (seconds, default 0) and `duration` (seconds; absent, empty, null or not positive: to
+  the end of the file, as NeMo reads it): only that span of the file is read
+  (`decode_audio.Span`).
 * reference text: `--text_column`, else the first of `decode_items.TEXT_FIELDS` (NeMo's is `text`).
-* `id` (`--id_column`; numbers are written in decimal): the item's id. A line without one gets
-  `<manifest uri>#<line>`, with the 1-based line number (as editors and `sed -n` count lines).
+* `id` (`--id_column`; numbers are written in decimal): the item's id. An entry without one gets
+  `<manifest uri>#<line>`, with the 1-based line number where it starts (as editors and `sed -n`
+  count lines).
 
-Ids must be unique across the inputs. Within a manifest the first line of an id is its item, and
-a later line repeating it is an error row (`duplicate_id`) whose id is `<manifest uri>#<line>`,
+Ids must be unique across the inputs. Within a manifest the first entry of an id is its item, and
+a later entry repeating it is an error row (`duplicate_id`) whose id is `<manifest uri>#<line>`,
 so every id is in the tables once. A repeat across manifests is not detected: rows stream to
 disk as they finish, with no grouping of the whole corpus by id, so both are written.
-`source` is the audio file's path. A line that is not JSON, not an object, or has no usable
-`audio_filepath`, `offset` or `duration`, is an error row with the line's id (`<manifest
+`source` is the audio file's path. An entry that is not JSON, not an object, or has no usable
+`audio_filepath`, `offset` or `duration`, is an error row with the entry's id (`<manifest
 uri>#<line>` when it has none). A manifest that cannot be opened, or fails part-way, gives one
-error row `<manifest uri>#<unread>` for the lines it could not read.
+error row `<manifest uri>#<unread>` for the entries it could not read.
 
-The manifest is streamed line by line, so its size does not matter.
+The manifest is streamed in one pass, line by line, so its size does not matter. Strings that are
+not valid text (a lone surrogate escaped in JSON) are escaped in ids and references
+(`transforms.read.ids`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections.abc import Collection, Iterator
@@ -43,17 +53,19 @@ from transforms.read.decode_items import (
     reference_text,
     resolve_path,
 )
+from transforms.read.ids import escape, file_id
 from transforms.read.resume import skipped_counter
 
 
 class ManifestLineError(ValueError):
-    """A manifest line that cannot be an item; `str()` is the error row's message."""
+    """A manifest entry that cannot be an item; `str()` is the error row's message."""
 
 
 def parse_line(
     record: Any, manifest: str, line: int, id_field: str | None, text_field: str | None
 ) -> AudioItem:
-    """The item a manifest line's JSON value describes; raises `ManifestLineError`."""
+    """The item a manifest entry describes (`manifest` is the path to resolve relative audio
+    paths against); raises `ManifestLineError`."""
     if not isinstance(record, dict):
         raise ManifestLineError(f"not_an_object: line {line} holds {type(record).__name__}")
     audio = record.get("audio_filepath")
@@ -73,71 +85,103 @@ def parse_line(
     path = resolve_path(manifest, audio)
     return AudioItem(
         id=line_id(record, manifest, line, id_field),
-        source=path,
+        source=file_id(path),
         path=path,
         span=span,
         reference=reference,
-        origin=f"{manifest}#{line}",
+        origin=f"{file_id(manifest)}#{line}",
     )
 
 
 def line_id(record: Any, manifest: str, line: int, id_field: str | None) -> str:
-    """A line's id: its id field when it has one, else `<manifest uri>#<line>`."""
+    """An entry's id: its id field when it has one, else `<manifest uri>#<line>`."""
     value = record.get(id_field or "id") if isinstance(record, dict) else None
-    return f"{manifest}#{line}" if value is None else str(value)
+    if value is None or value == "":
+        return f"{file_id(manifest)}#{line}"
+    return escape(str(value))
 
 
 def _seconds(record: dict[str, Any], name: str, line: int, default: float | None) -> Any:
     value = record.get(name)
-    if value is None:
+    if value is None or value == "":
         return default
+    if isinstance(value, str):  # CSV fields are text
+        try:
+            value = float(value)
+        except ValueError:
+            raise ManifestLineError(
+                f"bad_{name}: line {line} has {name} {escape(value)!r}, not seconds"
+            ) from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ManifestLineError(f"bad_{name}: line {line} has {name} {value!r}, not seconds")
     return float(value)
 
 
+def is_csv(manifest: str) -> bool:
+    return manifest.lower().endswith(".csv")
+
+
 def read_manifest(
     manifest: str, skip: Collection[str], id_field: str | None, text_field: str | None
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
-    """The items and errors of one manifest, in line order (see the module docstring)."""
+    """The items and errors of one manifest, in order (see the module docstring)."""
+    uri = file_id(manifest)
+    entries = _csv_entries if is_csv(manifest) else _jsonl_entries
     line = 0
     seen: dict[str, int] = {}
     try:
         with FileSystems.open(manifest, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            for line, text in enumerate(raw, start=1):
-                if not text.strip():
-                    continue
-                if not seen and _starts_a_json_document(text, manifest):
-                    yield item_error(
-                        manifest,
-                        manifest,
-                        "read",
-                        "not_jsonl: the file is one JSON document, not a manifest of one JSON "
-                        "object per line (use --input_format audio or leave it out of --input)",
-                    )
-                    return
-                yield from _read_line(text, manifest, line, id_field, text_field, skip, seen)
+            for line, record in entries(raw, manifest):
+                yield from _read_entry(record, manifest, line, id_field, text_field, skip, seen)
+    except _NotAManifest as error:
+        yield item_error(uri, uri, "read", str(error))
     except Exception as error:
         where = f"after line {line}" if line else "at all"
         yield item_error(
-            f"{manifest}#{UNREAD}",
-            manifest,
+            f"{uri}#{UNREAD}",
+            uri,
             "read",
             f"unreadable: the manifest could not be read {where}: {type(error).__name__}: {error}",
         )
+
+
+class _NotAManifest(ValueError):
+    """The whole file is not a manifest: one error row for it, not one per line."""
+
+
+class _BadLine:
+    """An entry that could not be parsed at all (its message)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _jsonl_entries(raw: Any, manifest: str) -> Iterator[tuple[int, Any]]:
+    """(line, parsed JSON or `_BadLine`) for each non-blank line; `_NotAManifest` when the file
+    is one JSON document, told by its first line alone (so the file is read once)."""
+    first = True
+    for line, text in enumerate(raw, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as error:  # also bytes that are not UTF-8
+            if first and _starts_a_json_document(text, manifest):
+                raise _NotAManifest(
+                    "not_jsonl: the file is one JSON document, not a manifest of one JSON object "
+                    "per line (use --input_format audio or leave it out of --input)"
+                ) from None
+            record = _BadLine(f"not_json: line {line}: {error}")
+        first = False
+        yield line, record
 
 
 def _starts_a_json_document(first_line: bytes, manifest: str) -> bool:
     """Whether a first line that is not JSON starts a file that is one JSON document.
 
     A pretty-printed JSON array or object (metadata beside the audio, say) is no manifest: it
-    gets one error row for the file instead of one per line.
+    gets one error row for the file instead of one per line. Asked once, of the first line.
     """
-    try:
-        json.loads(first_line)
-        return False
-    except ValueError:
-        pass
     if first_line.strip()[:1] not in (b"[", b"{"):
         return False
     try:
@@ -148,8 +192,35 @@ def _starts_a_json_document(first_line: bytes, manifest: str) -> bool:
         return False
 
 
-def _read_line(
-    text: bytes,
+def _csv_entries(raw: Any, manifest: str) -> Iterator[tuple[int, Any]]:
+    """(line where the row starts, row as a dict) for each data row of a CSV manifest."""
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    rows = csv.reader(text)
+    header = next(rows, None)
+    if header is None:
+        return
+    if "audio_filepath" not in header:
+        raise _NotAManifest(
+            "not_a_manifest: the CSV file has no audio_filepath column "
+            f"(its header: {escape(', '.join(header))})"
+        )
+    start = rows.line_num + 1
+    for row in rows:
+        if any(field.strip() for field in row):
+            if len(row) != len(header):
+                yield (
+                    start,
+                    _BadLine(
+                        f"bad_row: line {start} has {len(row)} fields, the header {len(header)}"
+                    ),
+                )
+            else:
+                yield start, dict(zip(header, row, strict=True))
+        start = rows.line_num + 1
+
+
+def _read_entry(
+    record: Any,
     manifest: str,
     line: int,
     id_field: str | None,
@@ -157,11 +228,10 @@ def _read_line(
     skip: Collection[str],
     seen: dict[str, int],
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
-    """One line's item or error; `seen` maps the ids met so far in the manifest to their line."""
-    try:
-        record = json.loads(text)
-    except ValueError as error:  # also bytes that are not UTF-8
-        yield item_error(f"{manifest}#{line}", manifest, "read", f"not_json: line {line}: {error}")
+    """One entry's item or error; `seen` maps the ids met so far in the manifest to their line."""
+    uri = file_id(manifest)
+    if isinstance(record, _BadLine):
+        yield item_error(f"{uri}#{line}", uri, "read", record.message)
         return
     item_id = line_id(record, manifest, line, id_field)
     if item_id in skip:
@@ -169,8 +239,8 @@ def _read_line(
         return
     if item_id in seen:
         yield item_error(
-            f"{manifest}#{line}",
-            manifest,
+            f"{uri}#{line}",
+            uri,
             "read",
             f"duplicate_id: line {line} repeats id {item_id!r} of line {seen[item_id]}",
         )
@@ -179,7 +249,7 @@ def _read_line(
     try:
         item = parse_line(record, manifest, line, id_field, text_field)
     except ManifestLineError as error:
-        yield item_error(item_id, manifest, "read", str(error))
+        yield item_error(item_id, uri, "read", str(error))
         return
     Metrics.counter(METRICS_NAMESPACE, "manifest_lines_read").inc()
     yield item

@@ -50,6 +50,7 @@ from transforms.read.decode_items import (
     reference_text,
     resolve_path,
 )
+from transforms.read.ids import escape, file_id
 from transforms.read.resume import skipped_counter
 
 #: Rows converted to Python objects at a time, within a row group.
@@ -114,14 +115,15 @@ def read_parquet_file(
     path: str, skip: Collection[str], columns: ParquetColumns
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
     """The items and errors of one Parquet file, in row order (see the module docstring)."""
-    unread = f"{path}#{UNREAD}"
+    uri = file_id(path)
+    unread = f"{uri}#{UNREAD}"
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
             parquet = pq.ParquetFile(raw)
             try:
                 resolved = _resolve_columns(parquet.schema_arrow, columns)
             except ValueError as error:
-                yield item_error(unread, path, "read", f"bad_columns: {error}")
+                yield item_error(unread, uri, "read", f"bad_columns: {error}")
                 return
             first_row = 0
             seen: dict[str, int] = {}
@@ -129,7 +131,7 @@ def read_parquet_file(
                 yield from _read_group(parquet, group, first_row, path, skip, resolved, seen)
                 first_row += parquet.metadata.row_group(group).num_rows
     except Exception as error:  # not Parquet, unreadable: what was not read is lost
-        yield item_error(unread, path, "read", f"unreadable: {type(error).__name__}: {error}")
+        yield item_error(unread, uri, "read", f"unreadable: {type(error).__name__}: {error}")
 
 
 def _read_group(
@@ -142,17 +144,18 @@ def _read_group(
     seen: dict[str, int],
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
     """One row group's items and errors; `seen` maps ids met so far in the file to their row."""
+    uri = file_id(path)
     count = parquet.metadata.row_group(group).num_rows
     rows = range(first_row, first_row + count)
     try:
         if columns.id is None:
-            ids: list[Any] = [f"{path}#{row}" for row in rows]
+            ids: list[Any] = [None] * count
         else:
             ids = parquet.read_row_group(group, columns=[columns.id]).column(0).to_pylist()
     except Exception as error:
         yield item_error(
-            f"{path}#{UNREAD}",
-            path,
+            f"{uri}#{UNREAD}",
+            uri,
             "read",
             f"unreadable: row group {group} (rows {rows.start}-{rows.stop - 1}): "
             f"{type(error).__name__}: {error}",
@@ -160,15 +163,15 @@ def _read_group(
         return
     wanted: dict[int, str] = {}
     for row, value in zip(rows, ids, strict=True):
-        item_id = f"{path}#{row}" if value is None else str(value)
-        if value is None:
-            yield item_error(item_id, path, "read", f"null_id: row {row} has no {columns.id}")
+        item_id = f"{uri}#{row}" if value is None else escape(str(value))
+        if value is None and columns.id is not None:
+            yield item_error(item_id, uri, "read", f"null_id: row {row} has no {columns.id}")
         elif item_id in skip:
             skipped_counter().inc()
         elif item_id in seen:
             yield item_error(
-                f"{path}#{row}",
-                path,
+                f"{uri}#{row}",
+                uri,
                 "read",
                 f"duplicate_id: row {row} repeats id {item_id!r} of row {seen[item_id]}",
             )
@@ -177,16 +180,20 @@ def _read_group(
         seen.setdefault(item_id, row)
     if not wanted:
         return
+    done: set[int] = set()
     try:
-        yield from _items(parquet, group, first_row, path, columns, wanted)
-    except Exception as error:
+        for row, result in _items(parquet, group, first_row, path, columns, wanted):
+            done.add(row)
+            yield result
+    except Exception as error:  # the group itself failed part-way: only its unread rows are lost
         for row, item_id in wanted.items():
-            yield item_error(
-                item_id,
-                path,
-                "read",
-                f"unreadable: row {row} (row group {group}): {type(error).__name__}: {error}",
-            )
+            if row not in done:
+                yield item_error(
+                    item_id,
+                    uri,
+                    "read",
+                    f"unreadable: row {row} (row group {group}): {type(error).__name__}: {error}",
+                )
 
 
 def _items(
@@ -196,22 +203,30 @@ def _items(
     path: str,
     columns: _Resolved,
     wanted: dict[int, str],
-) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
-    """The wanted rows of one row group as items (a row without audio as an error)."""
+) -> Iterator[tuple[int, AudioItem | beam.pvalue.TaggedOutput]]:
+    """(row, item or error) for the wanted rows of one row group: a row that cannot be an item
+    is that row's error alone."""
     names = [columns.audio] + ([columns.text] if columns.text else [])
     row = first_row
     for batch in parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=names):
-        records = batch.to_pylist()
-        for record in records:
+        for record in batch.to_pylist():
             if row in wanted:
-                yield _item(record, row, wanted[row], path, columns)
+                try:
+                    yield row, _item(record, row, wanted[row], path, columns)
+                except _BadRow as error:
+                    yield row, item_error(wanted[row], f"{file_id(path)}#{row}", "read", str(error))
             row += 1
+
+
+class _BadRow(ValueError):
+    """A row whose values cannot make an item; `str()` is its error row's message."""
 
 
 def _item(
     record: dict[str, Any], row: int, item_id: str, path: str, columns: _Resolved
 ) -> AudioItem | beam.pvalue.TaggedOutput:
-    """One row's item, or why it has none."""
+    """One row's item, or why it has none (`_BadRow`)."""
+    where = f"{file_id(path)}#{row}"
     audio = record[columns.audio]
     data, audio_path = None, None
     if isinstance(audio, dict):
@@ -220,21 +235,23 @@ def _item(
         data = audio
     else:
         audio_path = audio
+    if data is not None and not isinstance(data, bytes):
+        raise _BadRow(f"bad_audio: row {row} has audio bytes of type {type(data).__name__}")
+    if audio_path is not None and not isinstance(audio_path, str):
+        raise _BadRow(
+            f"bad_audio: row {row} has an audio path of type {type(audio_path).__name__}, not text"
+        )
     try:
         reference = reference_text(record, columns.text) if columns.text else None
     except ValueError as error:
-        return item_error(item_id, f"{path}#{row}", "read", f"bad_reference: {error}")
+        raise _BadRow(f"bad_reference: {error}") from None
     if data is not None:
         Metrics.counter(METRICS_NAMESPACE, "rows_read").inc()
-        return AudioItem(
-            item_id, f"{path}#{row}", data=data, reference=reference, origin=f"{path}#{row}"
-        )
+        return AudioItem(item_id, where, data=data, reference=reference, origin=where)
     if audio_path:
         Metrics.counter(METRICS_NAMESPACE, "rows_read").inc()
         resolved = resolve_path(path, audio_path)
         return AudioItem(
-            item_id, resolved, path=resolved, reference=reference, origin=f"{path}#{row}"
+            item_id, file_id(resolved), path=resolved, reference=reference, origin=where
         )
-    return item_error(
-        item_id, f"{path}#{row}", "read", f"null_audio: row {row} has no audio bytes or path"
-    )
+    raise _BadRow(f"null_audio: row {row} has no audio bytes or path")

@@ -23,6 +23,7 @@ Metric (namespace `wav2vec2`): `items_skipped`, summary.json's `skipped_existing
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 
 import apache_beam as beam
@@ -32,7 +33,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms.read.ids import literal
 from transforms.write.progress import METRICS_NAMESPACE
+
+_LOG = logging.getLogger(__name__)
 
 
 def skipped_counter() -> Metrics.DelegatingCounter:
@@ -42,15 +46,25 @@ def skipped_counter() -> Metrics.DelegatingCounter:
 
 def table_patterns(output_dir: str, tables: Sequence[str]) -> list[str]:
     """The Parquet pieces of `tables` under `output_dir` (every run's)."""
-    return [FileSystems.join(output_dir, table, "*.parquet") for table in tables]
+    return [FileSystems.join(literal(output_dir), table, "*.parquet") for table in tables]
 
 
 def read_ids(path: str) -> Iterator[tuple[str, str]]:
-    """(table, id) of each row of one piece; only the `id` column is loaded."""
+    """(table, id) of each row of one piece; only the `id` column is loaded.
+
+    A file there that is not one of our pieces (empty, not Parquet, no `id` column: something
+    a user or another tool left) is passed over with a warning naming it, so that it cannot stop
+    every resume.
+    """
     table = FileSystems.split(FileSystems.split(path)[0])[1]
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        for item_id in pq.ParquetFile(handle).read(columns=["id"]).column("id").to_pylist():
-            yield table, item_id
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            ids = pq.ParquetFile(handle).read(columns=["id"]).column("id").to_pylist()
+    except Exception as error:  # a stray file; our pieces always read
+        _LOG.warning("skipping %s in the output folder: not a piece of a run (%s)", path, error)
+        return
+    for item_id in ids:
+        yield table, item_id
 
 
 def done_ids(existing: Mapping[str, frozenset[str]], item_tables: Sequence[str]) -> frozenset[str]:

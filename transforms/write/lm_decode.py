@@ -22,7 +22,9 @@ from __future__ import annotations
 import atexit
 import itertools
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -95,10 +97,30 @@ _decoding: BeamDecoding | None = None
 
 
 def _load(decoding: BeamDecoding, files: LanguageModelFiles | None) -> None:
-    """Pool initializer: load the LM once per process."""
+    """Pool initializer: load the LM once per process, and end the process with its parent."""
     global _decoder, _decoding
+    _exit_with_parent()
     _decoder = load_decoder(decoding.labels, files)
     _decoding = decoding
+
+
+#: How often a decoding process checks that the process that started it is alive (seconds).
+PARENT_CHECK_S = 1.0
+
+
+def _exit_with_parent() -> None:
+    """Exit when the parent dies, however it died: a launcher killed with SIGKILL cannot stop its
+    pool, whose processes would wait on their task pipe forever (and keep multiprocessing's
+    resource tracker alive with them). The parent's death shows as a new parent process id."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def load_decoder(labels: tuple[str, ...], files: LanguageModelFiles | None) -> CtcBeamSearchDecoder:

@@ -49,7 +49,9 @@ failed it (the CTC decoder can fail an item the stitcher completed), so the writ
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -65,6 +67,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms.read.ids import literal
 from transforms.records import (
     CLASS_PROBABILITIES,
     CODES,
@@ -320,12 +323,32 @@ def write_scratch(table: pa.Table, final_path: str) -> str:
     scratch = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
     with FileSystems.create(scratch, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         pq.write_table(table, handle, compression="snappy", use_compliant_nested_type=True)
+        _sync(handle)
     return scratch
 
 
 def publish(scratch: str, final_path: str) -> None:
-    """Give a complete scratch file its final name (see `write_scratch`)."""
+    """Give a complete scratch file its final name (see `write_scratch`), durably: on a local
+    disk the folder is synced after the rename, so a committed piece survives a power cut."""
     FileSystems.rename([scratch], [final_path])
+    folder = FileSystems.split(final_path)[0]
+    if "://" not in folder:
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _sync(handle: Any) -> None:
+    """Put a local file's bytes on disk before it is renamed into place (the rename must not
+    reach the disk before the data it names). Object stores commit an object when it closes."""
+    try:
+        descriptor = handle.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return
+    handle.flush()
+    os.fsync(descriptor)
 
 
 class _WritePieces(beam.DoFn):
@@ -407,7 +430,7 @@ class _WritePieces(beam.DoFn):
     def _remove_failed_attempt(self) -> None:
         """Delete the pieces (and scratch files) an earlier attempt at this bundle left."""
         patterns = [
-            FileSystems.join(self._output_dir, table, name)
+            FileSystems.join(literal(self._output_dir), table, name)
             for table in self._tables
             for name in (f"{self._prefix}-*.parquet", f".{self._prefix}-*.tmp")
         ]
@@ -474,7 +497,7 @@ def write_empty_pieces(specs: Sequence[TableSpec], output_dir: str, run_id: str)
     """
     written = []
     for spec in specs:
-        pattern = FileSystems.join(output_dir, spec.name, f"{run_id}-*.parquet")
+        pattern = FileSystems.join(literal(output_dir), spec.name, f"{run_id}-*.parquet")
         if not FileSystems.match([pattern])[0].metadata_list:
             path = FileSystems.join(output_dir, spec.name, f"{run_id}-empty.parquet")
             publish(write_scratch(spec.schema.empty_table(), path), path)
