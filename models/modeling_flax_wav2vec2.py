@@ -996,21 +996,29 @@ class FlaxWav2Vec2PreTrainedModel:
         checkpoint lacks (`init_weights(model.key, model.input_shape, params)` draws it).
         `from_pt` is accepted for transformers' examples: PyTorch-named weights are what this
         loader reads anyway."""
-        from models.weights import load_checkpoint_into
+        from models.loading import apply_plan, plan_checkpoint
+        from models.parameter_shapes import expected_parameters
 
         del from_pt
         path = hub.resolve(str(pretrained_model_name_or_path), revision)
         saved = load_checked_config(path)
         config = _overridden(config if config is not None else saved, kwargs)
-        model = cls(config, dtype=dtype, _do_init=False)
-        tree = _mutable(model.params_shape_tree)
-        fresh = load_checkpoint_into(
-            _ParamTree(tree, model),
+        config.validate()
+        # Checked against what the config implies before the module is traced (models.loading).
+        plan = plan_checkpoint(
             path,
+            expected_parameters(config, cls.architecture, weight_norm_pair=True),
+            cls.__name__,
+            cls.architecture,
+            cls.base_prefix,
             saved.architecture,
             ignore_mismatched_sizes,
             allow_missing=not _do_init,
+            keep_dtype=True,
         )
+        model = cls(config, dtype=dtype, _do_init=False)
+        tree = _mutable(model.params_shape_tree)
+        fresh = apply_plan(_ParamTree(tree, model), plan)
         loaded = {
             path: jnp.asarray(value)
             for path, value in flatten_dict(tree).items()

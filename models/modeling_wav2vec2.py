@@ -435,16 +435,26 @@ class TFWav2Vec2PreTrainedModel(Named, keras.Model):
         the PyTorch-named safetensors weights are what this class always reads (never pickled
         pytorch_model.bin).
         """
-        from models.weights import load_checkpoint_into
+        from models.loading import apply_plan, plan_checkpoint
+        from models.parameter_shapes import expected_parameters
 
         del from_pt
         path = hub.resolve(str(pretrained_model_name_or_path), revision)
         saved = load_checked_config(path)
         config = _overridden(config if config is not None else saved, kwargs)
-        model = cls(config, seed=None)  # every weight is loaded over, or drawn if missing
-        load_checkpoint_into(
-            model, path, saved.architecture, ignore_mismatched_sizes=ignore_mismatched_sizes
+        config.validate()
+        # Checked against what the config implies before any variable exists (models.loading).
+        plan = plan_checkpoint(
+            path,
+            expected_parameters(config, cls.architecture),
+            cls.__name__,
+            cls.architecture,
+            cls.base_prefix,
+            saved.architecture,
+            ignore_mismatched_sizes,
         )
+        model = cls(config, seed=None)  # every weight is loaded over, or drawn if missing
+        apply_plan(model, plan)
         return model
 
     def save_pretrained(

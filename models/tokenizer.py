@@ -166,6 +166,25 @@ class _Trie:
         return pieces
 
 
+class VocabularyError(ValueError):
+    """A vocabulary that would decode silently wrong; the message names the token."""
+
+
+def _checked_vocabulary(vocab: Any) -> dict[str, int]:
+    """token -> id, refusing what would decode silently wrong: an id that is not a non-negative
+    integer, and two tokens of one id (one of them could never be decoded)."""
+    if not isinstance(vocab, Mapping):
+        raise VocabularyError(f"not a JSON object of token: id, but {type(vocab).__name__}")
+    by_id: dict[int, str] = {}
+    for token, index in vocab.items():
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise VocabularyError(f"token {token!r} has id {index!r}, not a non-negative integer")
+        if index in by_id:
+            raise VocabularyError(f"tokens {by_id[index]!r} and {token!r} have the same id {index}")
+        by_id[index] = token
+    return {token: index for index, token in by_id.items()}
+
+
 class Wav2Vec2CTCTokenizer:
     """Character-level CTC tokenizer of Wav2Vec2 checkpoints (vocab.json + tokenizer_config.json).
 
@@ -206,9 +225,9 @@ class Wav2Vec2CTCTokenizer:
                     f"target_lang {target_lang!r} is not in the vocabulary; choose one of "
                     f"{', '.join(self.vocab)}."
                 )
-            self.encoder: dict[str, int] = dict(self.vocab[target_lang])
+            self.encoder: dict[str, int] = _checked_vocabulary(self.vocab[target_lang])
         else:
-            self.encoder = {token: int(index) for token, index in self.vocab.items()}
+            self.encoder = _checked_vocabulary(self.vocab)
         self.decoder = {index: token for token, index in self.encoder.items()}
 
         self.special_tokens: dict[str, str | None] = {
@@ -691,7 +710,12 @@ class Wav2Vec2CTCTokenizer:
             config["extra_special_tokens"] = [
                 _token_text(token) for token in config["extra_special_tokens"]
             ]
-        return cls(vocab, added_tokens_decoder=added_tokens, **config)
+        if not isinstance(vocab, dict):
+            raise VocabularyError(f"{_files.join(path, VOCAB_FILE)}: not a JSON object")
+        try:
+            return cls(vocab, added_tokens_decoder=added_tokens, **config)
+        except VocabularyError as error:
+            raise VocabularyError(f"{_files.join(path, VOCAB_FILE)}: {error}") from None
 
     def save_pretrained(self, folder: str) -> tuple[str, ...]:
         """Write vocab.json, tokenizer_config.json and special_tokens_map.json into `folder`.

@@ -1,24 +1,23 @@
-"""Checkpoint files in, model variables out (and back): safetensors, Keras tf_model.h5 and
-Flax flax_model.msgpack.
+"""Checkpoint files in, one state dict out (and back): safetensors, Keras tf_model.h5 and Flax
+flax_model.msgpack.
 
 No torch, no transformers and no pickle: model.safetensors is parsed here (an 8-byte header
 length, a JSON header, raw little-endian tensors), tf_model.h5 is read with h5py and
 flax_model.msgpack with flax. Each is turned into one PyTorch-named, PyTorch-layout state dict,
-then copied into the model by name.
+which `models.loading` checks against the model and copies into it by name.
 
-The copy is strict, unlike the reference's: for a checkpoint of the model's own head, a missing,
-unexpected or mis-shaped weight is an error that names the key, because a silently random weight
-gives plausible-looking garbage. Only a checkpoint of another head (the start of fine-tuning)
-gets this head's weights drawn anew, as transformers does, and says so.
+A file is checked as it is read: a safetensors header whose tensors overlap, leave no room for
+their shape, run past the file or lack a field, and a shard index that names a file outside the
+checkpoint's folder, are refused with a `CheckpointError` naming the file and the tensor.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
-import logging
+import math
 import os
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,13 +43,6 @@ _SAFETENSORS_DTYPES = {
     "BOOL": np.bool_,
 }
 
-_log = logging.getLogger(__name__)
-
-#: Keys of the heads' weights (what a model of another head drops, or draws anew).
-_HEAD_KEYS = re.compile(
-    r"^(lm_head|projector|classifier|layer_weights|quantizer|project_hid|project_q)\b"
-)
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as it is; the message names the file or key."""
@@ -72,15 +64,15 @@ def read_safetensors(
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{name}: not a safetensors file (header is not JSON)") from None
     body = view[8 + header_size :]
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name}: not a safetensors file (the header is not an object)")
     tensors: dict[str, np.ndarray] = {}
+    spans = []
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        dtype = info["dtype"]
-        if end > len(body):
-            raise CheckpointError(f"{name}: tensor {key!r} runs past the end of the file")
+        dtype, shape, (start, end) = _tensor_entry(name, key, info, len(body))
+        spans.append((start, end, key))
         raw = body[start:end]
         if dtype == "BF16" and keep_dtype:
             import ml_dtypes
@@ -94,7 +86,51 @@ def read_safetensors(
         else:
             raise CheckpointError(f"{name}: tensor {key!r} has unsupported dtype {dtype}")
         tensors[key] = array.reshape(shape)
+    _check_disjoint(name, spans)
     return tensors
+
+
+_ITEM_SIZES = {"BF16": 2, **{k: np.dtype(v).itemsize for k, v in _SAFETENSORS_DTYPES.items()}}
+
+
+def _tensor_entry(
+    name: str, key: str, info: Any, body_size: int
+) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+    """(dtype, shape, data offsets) of one header entry, refused unless they make a tensor."""
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(f"{name}: tensor {key!r} {what}")
+
+    if not isinstance(info, dict):
+        raise refuse("has no header entry object")
+    for field in ("dtype", "shape", "data_offsets"):
+        if field not in info:
+            raise refuse(f"has no {field}")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in _ITEM_SIZES:
+        raise refuse(f"has unsupported dtype {dtype}")
+    if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+        raise refuse(f"has shape {shape!r}, not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
+        raise refuse(f"has data_offsets {offsets!r}, not [start, end]")
+    start, end = offsets
+    if not start <= end <= body_size:
+        raise refuse(f"has data_offsets {offsets!r} outside the file's {body_size} data bytes")
+    if end - start != math.prod(shape) * _ITEM_SIZES[dtype]:
+        raise refuse(f"has {end - start} bytes for shape {shape} of {dtype}")
+    return dtype, tuple(shape), (start, end)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_disjoint(name: str, spans: list[tuple[int, int, str]]) -> None:
+    """Refuse tensors whose bytes overlap: each would read another's data."""
+    spans.sort()
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+        if start < end:
+            raise CheckpointError(f"{name}: tensors {first!r} and {second!r} overlap")
 
 
 def _tf_name_to_torch(name: str) -> str:
@@ -140,28 +176,6 @@ def _decode(value: bytes | str) -> str:
     return value.decode("utf8") if isinstance(value, bytes) else value
 
 
-#: PyTorch's two spellings of a weight-normed weight's (g, v): `torch.nn.utils.weight_norm` and
-#: the parametrization API (which transformers 5 writes).
-_WEIGHT_NORM_SPELLINGS = (
-    ("weight_g", "weight_v"),
-    ("parametrizations.weight.original0", "parametrizations.weight.original1"),
-)
-
-
-def weight_norm_pairs(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`state` with every weight-normed pair named `<stem>weight_g` / `<stem>weight_v`."""
-    renamed = dict(state)
-    g_old, v_old = _WEIGHT_NORM_SPELLINGS[1]
-    for key in state:
-        if key.endswith(g_old):
-            stem = key[: -len(g_old)]
-            if stem + v_old not in state:
-                raise CheckpointError(f"weight-normed {key!r} has no matching {stem + v_old!r}")
-            renamed[stem + "weight_g"] = renamed.pop(key)
-            renamed[stem + "weight_v"] = renamed.pop(stem + v_old)
-    return renamed
-
-
 def fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
     """The plain weight g * v / ||v||, the norm over every axis where g has size 1 (all but the
     kernel axis for the positional convolution's weight norm, dim=2)."""
@@ -172,17 +186,6 @@ def fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (g * v / norm).astype(np.float32)
 
 
-def _as_model_names(state: dict[str, np.ndarray], params: set[str]) -> dict[str, np.ndarray]:
-    """Weight-normed pairs as the model holds them: the pair itself (the Flax classes, as
-    transformers' Flax classes do) or folded into `<stem>weight` (the TF classes)."""
-    state = weight_norm_pairs(state)
-    for key in [k for k in state if k.endswith("weight_g")]:
-        stem = key[: -len("weight_g")]
-        if stem + "weight" in params and stem + "weight_g" not in params:
-            state[stem + "weight"] = fold_weight_norm(state.pop(key), state.pop(stem + "weight_v"))
-    return state
-
-
 def read_checkpoint(path: str, keep_dtype: bool = False) -> tuple[dict[str, np.ndarray], str]:
     """The PyTorch-named, PyTorch-layout state dict of the checkpoint folder `path`, and the file
     it came from: model.safetensors (or its shards), else tf_model.h5, else flax_model.msgpack."""
@@ -191,9 +194,8 @@ def read_checkpoint(path: str, keep_dtype: bool = False) -> tuple[dict[str, np.n
         data = _read_mapped(path, SAFETENSORS_NAME)
         return read_safetensors(data, name, keep_dtype), name
     if _files.exists(path, SAFETENSORS_INDEX_NAME):
-        index = _files.read_json(path, SAFETENSORS_INDEX_NAME)
         state: dict[str, np.ndarray] = {}
-        for shard in sorted(set(index.get("weight_map", {}).values())):
+        for shard in _shards(path):
             data = _read_mapped(path, shard)
             state.update(read_safetensors(data, _files.join(path, shard), keep_dtype))
         return state, _files.join(path, SAFETENSORS_INDEX_NAME)
@@ -210,6 +212,29 @@ def read_checkpoint(path: str, keep_dtype: bool = False) -> tuple[dict[str, np.n
         f"{FLAX_WEIGHTS_NAME} (found {found}; pickled pytorch_model.bin is never loaded: "
         "convert it to safetensors)"
     )
+
+
+def _shards(path: str) -> list[str]:
+    """The shard files a safetensors index names: plain names of files in the checkpoint's own
+    folder (an index naming `../x.safetensors` would read outside it)."""
+    where = _files.join(path, SAFETENSORS_INDEX_NAME)
+    index = _files.read_json(path, SAFETENSORS_INDEX_NAME)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{where}: no weight_map object")
+    shards = sorted(set(weight_map.values()), key=str)
+    for shard in shards:
+        if (
+            not isinstance(shard, str)
+            or not shard
+            or "/" in shard
+            or "\\" in shard
+            or shard in (".", "..")
+        ):
+            raise CheckpointError(
+                f"{where}: shard {shard!r} is not a file of the checkpoint's own folder"
+            )
+    return shards
 
 
 def read_flax_msgpack(data: bytes, name: str = FLAX_WEIGHTS_NAME) -> dict[str, np.ndarray]:
@@ -261,116 +286,6 @@ def _listing(path: str) -> list[str]:
         return []
 
 
-def load_checkpoint_into(
-    model: NamedParameters,
-    path: str,
-    checkpoint_architecture: str | None = None,
-    ignore_mismatched_sizes: bool = False,
-    allow_missing: bool = False,
-) -> list[str]:
-    """Read the weights in folder `path` and copy them into `model` (see `load_state_dict`);
-    returns the names of the parameters the checkpoint did not provide."""
-    keep_dtype = getattr(model, "keeps_checkpoint_dtype", False)
-    state, source = read_checkpoint(path, keep_dtype)
-    try:
-        return load_state_dict(
-            model, state, checkpoint_architecture, ignore_mismatched_sizes, allow_missing
-        )
-    except CheckpointError as error:
-        raise CheckpointError(f"{source}: {error}") from None
-
-
-def load_state_dict(
-    model: NamedParameters,
-    state: dict[str, np.ndarray],
-    checkpoint_architecture: str | None = None,
-    ignore_mismatched_sizes: bool = False,
-    allow_missing: bool = False,
-) -> list[str]:
-    """Copy a PyTorch-named, PyTorch-layout state dict into `model` by name; returns the names
-    of the parameters left to initialize (drawn already where the parameter can draw itself).
-
-    Strict where a silent difference would give plausible garbage: a checkpoint of the model's
-    own architecture (`checkpoint_architecture`, from its config.json; None: the same) must
-    hold exactly the model's weights, with the config's shapes, else `CheckpointError` names the
-    key. Loading a checkpoint of another head is how fine-tuning starts, so there, as in
-    transformers: the encoder is still loaded strictly; the other head's weights are dropped
-    and this head's are initialized anew, both logged. A bare encoder's weights (no "wav2vec2."
-    prefix) load into a head's encoder, and the reverse. With `ignore_mismatched_sizes`,
-    weights of another shape are initialized anew (logged) instead of refused; with
-    `allow_missing` (a caller that initializes what is missing itself, as Flax's
-    `_do_init=False` does), missing weights are returned rather than refused.
-    """
-    params = dict(model.named_parameters())
-    if model.base_prefix and not any(k.startswith(model.base_prefix) for k in state):
-        state = {model.base_prefix + k: v for k, v in state.items()}  # a bare encoder's weights
-    elif not model.base_prefix and any(k.startswith("wav2vec2.") for k in state):
-        state = {
-            k.removeprefix("wav2vec2."): v for k, v in state.items() if not _HEAD_KEYS.match(k)
-        }
-    state = _as_model_names(state, set(params))
-    other_head = checkpoint_architecture not in (None, model.architecture)
-    missing = sorted(set(params) - set(state))
-    unexpected = sorted(set(state) - set(params))
-    fresh: list[str] = []
-    if other_head:
-        fresh = [k for k in missing if _HEAD_KEYS.match(k)]
-        dropped = [k for k in unexpected if _HEAD_KEYS.match(k)]
-        missing = [k for k in missing if k not in fresh]
-        unexpected = [k for k in unexpected if k not in dropped]
-        if dropped:
-            _log.warning(
-                "%s head weights not used by %s: %s",
-                checkpoint_architecture,
-                type(model).__name__,
-                _some(dropped),
-            )
-    if allow_missing:
-        fresh, missing = fresh + missing, []
-    if missing:
-        raise CheckpointError(f"missing weight {_some(missing)} for {type(model).__name__}")
-    if unexpected:
-        raise CheckpointError(f"unexpected weight {_some(unexpected)} for {type(model).__name__}")
-    keep_dtype = getattr(model, "keeps_checkpoint_dtype", False)
-    for key, param in params.items():
-        if key in fresh:
-            continue
-        array = state[key]
-        if tuple(array.shape) != param.torch_shape:
-            if not ignore_mismatched_sizes:
-                raise CheckpointError(
-                    f"weight {key!r} has shape {tuple(array.shape)}, "
-                    f"the config needs {param.torch_shape}"
-                )
-            _log.warning(
-                "%s: the shapes did not match (checkpoint %s, model %s); initialized anew",
-                key,
-                tuple(array.shape),
-                param.torch_shape,
-            )
-            fresh.append(key)
-            continue
-        value = np.asarray(array) if keep_dtype else np.asarray(array, dtype=np.float32)
-        param.variable.assign(torch_to_tf(value, param.layout))
-    drawn = [key for key in fresh if params[key].initialize is not None]
-    for key in drawn:
-        params[key].initialize()
-    if fresh:
-        _log.warning(
-            "%s weights not in the checkpoint, %s: %s",
-            type(model).__name__,
-            "initialized anew" if drawn else "left to initialize",
-            _some(sorted(fresh)),
-        )
-    return sorted(fresh)
-
-
-def _some(keys: Iterable[str], limit: int = 3) -> str:
-    keys = list(keys)
-    shown = ", ".join(repr(k) for k in keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
 #: numpy type -> safetensors dtype name, for the types `save_pretrained` writes.
 _WRITTEN_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 
@@ -414,7 +329,7 @@ def save_checkpoint(model: NamedParameters, folder: str) -> None:
     transformers 5 writes."""
     os.makedirs(folder, exist_ok=True)
     tensors = {}
-    g_name, v_name = _WEIGHT_NORM_SPELLINGS[1]
+    g_name, v_name = "parametrizations.weight.original0", "parametrizations.weight.original1"
     for key, param in model.named_parameters():
         # torch_to_tf is its own inverse: both re-layings are axis reversals.
         value = torch_to_tf(param.variable.numpy(), param.layout)

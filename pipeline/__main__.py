@@ -140,6 +140,7 @@ def load_checked_model(
     file a worker needs cannot be loaded, `LanguageModelLoadError` for an unusable LM.
     """
     from models.configuration import load_checked_config
+    from models.loading import check_checkpoint
     from models.tokenizer import Wav2Vec2CTCTokenizer
     from pipeline.graph import inference_spec
     from transforms.infer.model_handler import LoadedWav2Vec2, keep_for_this_process
@@ -153,15 +154,32 @@ def load_checked_model(
     if "transcripts" not in config.outputs and (config.decoder or config.lm):
         raise OptionsError("--decoder and --lm decode transcripts, which this run does not write")
     try:
-        checked = LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
+        # The checks that need no model first: a broken folder is refused in a second or two,
+        # before TensorFlow is loaded or any variable is built.
+        check_checkpoint(config.model_dir, model)
         tokenizer = None
         if "transcripts" in config.outputs:
             tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
+            check_vocabulary_width(tokenizer, model)
+        checked = LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
     decoding = None if tokenizer is None else checked_decoding(config, model, tokenizer)
     keep_for_this_process(checked)  # only now: every check passed, so run() will drop it
     return config, model, hidden_layers, decoding
+
+
+def check_vocabulary_width(tokenizer: Wav2Vec2CTCTokenizer, model: Wav2Vec2Config) -> None:
+    """Refuse a vocab.json with an id the logits do not have (it would decode as nothing)."""
+    beyond = [
+        (token, index) for token, index in tokenizer.encoder.items() if index >= model.vocab_size
+    ]
+    if beyond:
+        token, index = beyond[0]
+        raise ValueError(
+            f"vocab.json: token {token!r} has id {index}, beyond the model's {model.vocab_size} "
+            "logits (vocab_size in config.json)"
+        )
 
 
 def checked_decoding(

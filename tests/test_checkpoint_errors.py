@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import CheckpointError, TFWav2Vec2ForCTC, UnsupportedConfigError
+from models import CheckpointError, FlaxWav2Vec2ForCTC, TFWav2Vec2ForCTC, UnsupportedConfigError
 from models.weights import read_safetensors, write_safetensors
 
 BASE = Path(__file__).parent / "fixtures" / "checkpoints" / "base"
@@ -102,3 +102,119 @@ def test_input_shorter_than_receptive_field_is_a_clear_error() -> None:
     mask[1, 300:] = 0
     with pytest.raises(ValueError, match=r"items \[1\]"):
         model(values, attention_mask=mask)
+
+
+# --- checked before the model is built (models.loading, models.parameter_shapes) -------------
+
+
+@pytest.mark.parametrize(
+    ("name", "changes"),
+    [
+        ("base", {}),
+        ("lv60", {"conv_bias": True}),
+        ("seqcls", {"use_weighted_layer_sum": True}),
+        ("seqcls", {"use_weighted_layer_sum": False, "mask_time_prob": 0.0}),
+        ("pretrain", {}),
+        ("bare", {"feat_extract_norm": "group", "do_stable_layer_norm": False}),
+    ],
+)
+def test_the_parameters_a_config_implies_are_the_models(name: str, changes: dict) -> None:
+    """The oracle of the check before building: both backends' own parameters, by name and
+    PyTorch shape, for every head and norm layout."""
+    from models import FLAX_MODEL_CLASSES, MODEL_CLASSES, Wav2Vec2Config
+    from models.parameter_shapes import expected_parameters
+
+    config = Wav2Vec2Config.from_pretrained(str(BASE.parent / name), **changes)
+    architecture = config.architecture
+    for classes, pair in ((MODEL_CLASSES, False), (FLAX_MODEL_CLASSES, True)):
+        model = classes[architecture](config)
+        built = {n: p.torch_shape for n, p in model.named_parameters()}
+        assert dict(expected_parameters(config, architecture, pair)) == built, classes
+
+
+def set_config(folder: Path, **values) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.update(values)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"num_hidden_layers": 1_000_000}, "wav2vec2.encoder.layers.2."),
+        ({"num_hidden_layers": 2000}, "wav2vec2.encoder.layers.2."),
+        ({"hidden_size": 4096, "num_attention_heads": 64}, "has shape"),
+        (
+            {
+                "conv_dim": [32] * 100_000,
+                "conv_kernel": [10, 3, 3, 3, 3, 2, 2] + [1] * (100_000 - 7),
+                "conv_stride": [5, 2, 2, 2, 2, 2, 2] + [1] * (100_000 - 7),
+            },
+            "conv_layers.7.",
+        ),
+        ({"vocab_size": 10**9}, "lm_head"),
+    ],
+)
+def test_config_sizes_the_weights_lack_are_refused_before_anything_is_built(
+    broken: Path, values: dict, named: str
+) -> None:
+    set_config(broken, **values)
+    for load in (TFWav2Vec2ForCTC.from_pretrained, FlaxWav2Vec2ForCTC.from_pretrained):
+        with pytest.raises(CheckpointError) as caught:
+            load(str(broken))
+        assert named in str(caught.value) and "\n" not in str(caught.value)
+
+
+def header_and_body(path: Path) -> tuple[dict, bytes]:
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + size]), data[8 + size :]
+
+
+def write_header(path: Path, header: dict, body: bytes) -> None:
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + body)
+
+
+def test_safetensors_with_overlapping_tensors_is_refused(broken: Path) -> None:
+    path = broken / "model.safetensors"
+    header, body = header_and_body(path)
+    first, second = sorted(
+        (k for k in header if k != "__metadata__" and header[k]["shape"] == [32]),
+    )[:2]
+    header[second]["data_offsets"] = header[first]["data_offsets"]  # same bytes, twice
+    write_header(path, header, body)
+    message = load_error(broken)
+    assert "overlap" in message and first in message and second in message
+
+
+def test_safetensors_entry_without_offsets_is_named(broken: Path) -> None:
+    path = broken / "model.safetensors"
+    header, body = header_and_body(path)
+    key = next(k for k in header if k != "__metadata__")
+    del header[key]["data_offsets"]
+    write_header(path, header, body)
+    message = load_error(broken)
+    assert "model.safetensors" in message and key in message and "data_offsets" in message
+
+
+def test_safetensors_entry_whose_bytes_do_not_fit_its_shape_is_named(broken: Path) -> None:
+    path = broken / "model.safetensors"
+    header, body = header_and_body(path)
+    key = next(k for k in header if k != "__metadata__" and header[k]["shape"] == [32])
+    header[key]["shape"] = [33]
+    write_header(path, header, body)
+    assert key in load_error(broken)
+
+
+@pytest.mark.parametrize("shard", ["../model.safetensors", "/etc/passwd", "sub/x.safetensors"])
+def test_a_shard_index_names_files_of_the_checkpoint_only(broken: Path, shard: str) -> None:
+    weights = broken / "model.safetensors"
+    shutil.copy(weights, broken.parent / "model.safetensors")
+    header, _ = header_and_body(weights)
+    weights.unlink()
+    weight_map = {key: shard for key in header if key != "__metadata__"}
+    (broken / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    message = load_error(broken)
+    assert "model.safetensors.index.json" in message and "own folder" in message

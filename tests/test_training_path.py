@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from models import TFWav2Vec2ForCTC, Wav2Vec2Config
-from models.modeling_wav2vec2 import ctc_loss
-from models.weights import load_checkpoint_into
+from models.loading import load_checkpoint_into
+from models.tf_layers import ctc_loss
 
 LV60 = str(Path(__file__).parent / "fixtures" / "checkpoints" / "lv60")
 DROPOUTS = ("hidden_dropout", "attention_dropout", "activation_dropout", "final_dropout")
