@@ -239,6 +239,20 @@ def run(argv: Sequence[str]) -> int:
     except OptionsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
+    run_id = new_run_id()
+    if options.view_as(TestOptions).dry_run:  # builds the job only: nothing is written
+        return check_and_run(options, config, run_id)
+    try:
+        # Held from the start, so that a second run into the folder is refused at once.
+        with locked(config.output_dir, run_id):
+            return check_and_run(options, config, run_id)
+    except FolderBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+
+
+def check_and_run(options: PipelineOptions, config: RunConfig, run_id: str) -> int:
+    """Check the model, then build and run the job; returns the exit status."""
     with held_native_stderr() as held:
         try:
             config, model, hidden_layers, decoding = load_checked_model(config)
@@ -259,7 +273,7 @@ def run(argv: Sequence[str]) -> int:
     sys.stderr.buffer.write(held[0] if config.verbose else without_startup_notices(held[0]))
 
     try:
-        return run_job(options, config, model, hidden_layers, decoding)
+        return run_job(options, config, model, hidden_layers, decoding, run_id)
     finally:
         # Kept but not taken (a dry run, a run with nothing to infer, a failure): nothing runs
         # after this, so the garbage collector may free it whenever it runs.
@@ -272,11 +286,11 @@ def run_job(
     model: Wav2Vec2Config,
     hidden_layers: tuple[int, ...],
     decoding: BeamDecoding | None,
+    run_id: str,
 ) -> int:
     """Build and run the job on a checked configuration; returns the exit status."""
     from pipeline.graph import build_pipeline
 
-    run_id = new_run_id()
     pipeline, local = make_pipeline(options)
     if not local or options.view_as(DirectOptions).direct_running_mode == "multi_processing":
         drop_kept_model()  # the workers are other processes: the check's copy is not needed
@@ -299,20 +313,19 @@ def run_job(
         print(f"dry run: the job for run {run_id} was built and not submitted")
         return 0
     try:
-        with locked(config.output_dir, run_id):
-            settings = config.table_settings(hidden_layers)
-            check_settings(config.output_dir, settings, resuming=config.skip_existing)
-            return run_locked(
-                pipeline, options, progress_dir, config, model, hidden_layers, decoding, run_id
-            )
-    except (FolderBusy, SettingsDiffer) as error:
+        settings = config.table_settings(hidden_layers)
+        check_settings(config.output_dir, settings, resuming=config.skip_existing)
+    except SettingsDiffer as error:
         if progress_dir is not None:
             shutil.rmtree(progress_dir, ignore_errors=True)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
+    return run_built(
+        pipeline, options, progress_dir, config, model, hidden_layers, decoding, run_id
+    )
 
 
-def run_locked(
+def run_built(
     pipeline: beam.Pipeline,
     options: PipelineOptions,
     progress_dir: str | None,
@@ -322,7 +335,7 @@ def run_locked(
     decoding: BeamDecoding | None,
     run_id: str,
 ) -> int:
-    """Run the built job, with the output folder held, and write its summary."""
+    """Run the built job (the output folder held by `run`) and write its summary."""
     from pipeline.graph import table_specs
 
     LOGGER.info("run %s: writing to %s", run_id, config.output_dir)

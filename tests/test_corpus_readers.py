@@ -100,8 +100,8 @@ def test_a_forced_format_overrides_the_name(tmp_path: Path) -> None:
     (tmp_path / "b.tar").write_bytes(b"")
     pattern = str(tmp_path / "*")
     assert sorted(MatchInputs("webdataset").process(pattern)) == [
-        ("webdataset", str(tmp_path / "a.shard"), 0),
-        ("webdataset", str(tmp_path / "b.tar"), 0),
+        ("webdataset", str(tmp_path / "a.shard").encode(), 0),
+        ("webdataset", str(tmp_path / "b.tar").encode(), 0),
     ]
     assert sorted(kind for kind, _, _ in MatchInputs("auto").process(pattern)) == [
         "audio",

@@ -4,7 +4,8 @@ The corpus may be loose audio files, WebDataset tar shards, Parquet audio datase
 manifests, mixed freely; after this stage they are all the same `AudioItem`s, not yet decoded, so
 the rest of the pipeline does not know where audio came from. ::
 
-    patterns -> ExpandBraces -> MatchInputs -> DistinctFiles -> ReadFiles, by kind:
+    patterns -> ExpandBraces -> DistinctPatterns -> MatchInputs -> DistinctFiles -> ReadFiles:
+        not a regular file (a FIFO, a directory, a device) -> one error row
         audio      -> one path item
         webdataset -> transforms/read/webdataset.py
         parquet    -> transforms/read/parquet_audio.py
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from transforms.read.decode_items import AudioItem
-from transforms.read.ids import file_id
+from transforms.read.decode_items import AudioItem, item_error
+from transforms.read.ids import file_id, path_text, special_file
 from transforms.read.inputs import MatchInputs, expand_braces
 from transforms.read.manifest import read_manifest
 from transforms.read.parquet_audio import ParquetColumns, read_parquet_file
@@ -68,11 +69,17 @@ class _ReadFiles(beam.DoFn):
         self._corpus = corpus
 
     def process(
-        self, matched: tuple[str, str, int], skip: Collection[str] = frozenset()
+        self, matched: tuple[str, bytes, int], skip: Collection[str] = frozenset()
     ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
-        kind, path, _ = matched
+        kind, path = matched[0], path_text(matched[1])
         corpus = self._corpus
-        if kind == "webdataset":
+        special = special_file(path)
+        if special is not None:  # reading a FIFO would wait forever
+            if file_id(path) in skip:
+                return
+            message = f"not_a_regular_file: {file_id(path)} is {special}, not a regular file"
+            yield item_error(file_id(path), file_id(path), "read", message)
+        elif kind == "webdataset":
             yield from read_shard(path, skip, corpus.text_column)
         elif kind == "parquet":
             columns = ParquetColumns(corpus.audio_column, corpus.text_column, corpus.id_column)
@@ -114,6 +121,7 @@ class ReadCorpus(beam.PTransform):
         matched = (
             patterns
             | "ExpandBraces" >> beam.FlatMap(expand_braces)
+            | "DistinctPatterns" >> beam.Distinct()  # a pattern given twice reports once
             | "MatchInputs" >> beam.ParDo(self._match).with_outputs(ERRORS_TAG, main="files")
         )
         read = (

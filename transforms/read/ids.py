@@ -111,3 +111,14 @@ def literal(path: str) -> str:
     """`path` as a match pattern that matches only itself: an output folder named `out[1]` or
     `run?` is a name, not a glob (Beam's local and gs:// matching both read `[x]` as `x`)."""
     return glob.escape(path)
+
+
+def path_bytes(path: str) -> bytes:
+    """A path as Beam can carry it between stages: its coder writes strings as strict UTF-8, and a
+    name that is not UTF-8 (lone surrogates in Python) must still reach the stage that opens it."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def path_text(data: bytes) -> str:
+    """The path `path_bytes` carried."""
+    return data.decode("utf-8", "surrogateescape")

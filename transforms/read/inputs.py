@@ -6,8 +6,7 @@ the first is larger), `{a,b,c}` the alternatives; groups nest and combine. A bra
 neither (`{abc}`) stays as it is. Each expanded pattern is then matched by Beam's FileSystems
 (local globs, `gs://` wildcards); one that matches nothing is an error row whose id is that
 pattern, so a missing shard of a range is reported, not skipped. A matched file is named by its one
-spelling (`ids.canonical_path`), so that `./a/f.wav` and `a/f.wav` are one file; one that is not a
-regular file (a FIFO, a directory, a device) is an error row, not read.
+spelling (`ids.canonical_path`), so that `./a/f.wav` and `a/f.wav` are one file.
 
 Each matched file's kind is `--input_format`, or, by default (`auto`), inferred from its name:
 `.tar`, `.tar.gz`, `.tgz` are WebDataset shards, `.parquet` a Parquet audio dataset, `.jsonl`,
@@ -24,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.read.decode_items import METRICS_NAMESPACE, item_error
-from transforms.read.ids import canonical_path, file_id, special_file
+from transforms.read.ids import canonical_path, path_bytes
 
 #: `--input_format` values; `auto` infers each file's kind from its name.
 INPUT_FORMATS = ("auto", "audio", "webdataset", "parquet", "manifest")
@@ -99,7 +98,8 @@ def _options(body: str) -> list[str] | None:
 
 
 class MatchInputs(beam.DoFn):
-    """A brace-expanded pattern to `(kind, path, size)` per matched file, or one error row."""
+    """A brace-expanded pattern to `(kind, path, size)` per matched file (the path as
+    `ids.path_bytes`), or one error row."""
 
     def __init__(self, input_format: str) -> None:
         if input_format not in INPUT_FORMATS:
@@ -122,14 +122,5 @@ class MatchInputs(beam.DoFn):
             return
         for metadata in matched:
             path = canonical_path(metadata.path)  # one spelling per file: read once, one id
-            special = special_file(path)
-            if special is not None:
-                yield item_error(
-                    file_id(path),
-                    file_id(path),
-                    "read",
-                    f"not_a_regular_file: {file_id(path)} is {special}, not a regular file",
-                )
-                continue
             kind = infer_kind(path) if self._format == "auto" else self._format
-            yield kind, path, metadata.size_in_bytes
+            yield kind, path_bytes(path), metadata.size_in_bytes
