@@ -65,6 +65,7 @@ def locked(output_dir: str, run_id: str) -> Iterator[None]:
 def _local_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
     import fcntl
 
+    created = not os.path.exists(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, LOCK_NAME)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -76,6 +77,10 @@ def _local_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, json.dumps({**holder, "since": time.time()}).encode())
         yield
+        if os.listdir(output_dir) == [LOCK_NAME]:  # refused before writing: leave no trace
+            os.unlink(path)
+            if created:
+                os.rmdir(output_dir)
     finally:
         os.close(descriptor)  # releases the flock
 
