@@ -38,15 +38,12 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /opt/wav2vec2-beam
 COPY setup.py ./
-COPY models ./models
-COPY transforms ./transforms
-COPY pipeline ./pipeline
-COPY lm ./lm
+COPY src ./src
 # tensorflow[and-cuda] brings the CUDA and cuDNN libraries TensorFlow was built against; g++
 # (above) builds kenlm, which PyPI has as source only.
 RUN pip install --upgrade pip setuptools wheel \
  && pip install "tensorflow[and-cuda]==${TENSORFLOW_VERSION}" . \
- && python -c "import apache_beam, tensorflow, soundfile, soxr, pyarrow, kenlm; import pipeline.graph"
+ && python -c "import apache_beam, tensorflow, soundfile, soxr, pyarrow, kenlm; import wav2vec2_beam.pipeline.graph"
 
 COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam
 ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -61,5 +61,5 @@ ARGS=(
   --experiments=no_use_multiple_sdk_containers
 )
 # Flags given later win (argparse keeps the last), so --output_dir and the rest can be overridden.
-echo "submitting: $PYTHON -m pipeline ${ARGS[*]} ${PASS[*]}" >&2
-exec "$PYTHON" -m pipeline "${ARGS[@]}" "${PASS[@]}"
+echo "submitting: $PYTHON -m wav2vec2_beam ${ARGS[*]} ${PASS[*]}" >&2
+exec "$PYTHON" -m wav2vec2_beam "${ARGS[@]}" "${PASS[@]}"

@@ -5,7 +5,15 @@ the versions below are the set the project is tested with; the Dockerfile instal
 package, and a test checks that the image recipe names the same versions.
 """
 
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
+
+VERSION = next(
+    line.split('"')[1]
+    for line in Path("src/wav2vec2_beam/__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
 
 INSTALL_REQUIRES = [
     "apache-beam[gcp]==2.77.0",
@@ -36,13 +44,24 @@ JAX = ["jax>=0.10,<0.13", "flax>=0.12,<0.13"]
 
 setup(
     name="wav2vec2-beam",
-    version="0.1.0",
+    version=VERSION,
     description="Apache Beam batch pipeline running a TensorFlow Wav2Vec2 over audio corpora",
     python_requires=">=3.11",
-    packages=find_namespace_packages(
-        include=["models", "transforms", "transforms.*", "pipeline", "lm", "demo"]
-    ),
+    # One top-level package, in a src/ layout (PyPA's recommendation): the tests run against
+    # what is installed, never against the checkout's folders by accident.
+    package_dir={"": "src"},
+    packages=find_namespace_packages("src", include=["wav2vec2_beam", "wav2vec2_beam.*"]),
+    # The demo checkpoint and its held-out speech ship in the wheel (docs/ARCHITECTURE.md).
+    package_data={
+        "wav2vec2_beam.demo": [
+            "model/*.json",
+            "model/*.safetensors",
+            "model/language_model/*",
+            "heldout/*",
+            "out_of_domain.txt",
+        ]
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require={"jax": JAX, "test": ["pytest", "ruff", "jiwer", *JAX]},
-    entry_points={"console_scripts": ["wav2vec2-beam = pipeline.__main__:cli"]},
+    entry_points={"console_scripts": ["wav2vec2-beam = wav2vec2_beam.pipeline.main:cli"]},
 )

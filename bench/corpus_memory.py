@@ -2,7 +2,7 @@
 
     python -m bench.corpus_memory --files 20 200 2000
 
-Each run is a fresh `python -m pipeline` process on the DirectRunner's defaults, over N files of
+Each run is a fresh `python -m wav2vec2_beam` process on the DirectRunner's defaults, over N files of
 10 s of real speech (the pocketsphinx-testdata recordings, `apt-get install
 pocketsphinx-testdata`, cut into 10 s clips at shifting offsets), with a random-weight checkpoint
 768 wide with 2 encoder layers (the base architecture, fewer layers). Two kinds of run: transcripts
@@ -34,7 +34,7 @@ KINDS = {
 
 _MEASURE = """
 import sys
-from pipeline.__main__ import main
+from wav2vec2_beam.pipeline.main import main
 assert main(sys.argv[1:]) == 0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print("maxrss_kb", int(hwm.split()[1]))
@@ -76,7 +76,7 @@ def write_checkpoint(folder: Path, layers: int = 2) -> Path:
         return folder
     from bench.architectures import ARCHITECTURES
     from bench.make_checkpoints import TOKENIZER
-    from models import TFWav2Vec2ForCTC, Wav2Vec2Config
+    from wav2vec2_beam.models import TFWav2Vec2ForCTC, Wav2Vec2Config
 
     raw = {**ARCHITECTURES["base"], "num_hidden_layers": layers}
     TFWav2Vec2ForCTC(Wav2Vec2Config.from_dict(raw), seed=0).save_pretrained(str(folder))

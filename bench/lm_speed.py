@@ -10,7 +10,7 @@
    passes, `log_softmax` included. With `--peer_python`, the interpreter given (one with
    pyctcdecode and kenlm) times pyctcdecode's `decode_beams` on the same logits, widths and LM
    weights, and the ratio ours/pyctcdecode is reported with how many transcripts agree.
-2. The whole pipeline with the LM against without it: `python -m pipeline` in a fresh process per
+2. The whole pipeline with the LM against without it: `python -m wav2vec2_beam` in a fresh process per
    run (as bench/pipeline_speed.py runs it) on one corpus with a LibriSpeech-like length mix,
    `--decoder=greedy` and `--lm=<demo trigram>` alternately. Each run's wall time is measured
    here, process start-up included, beside summary.json's audio_seconds / wall_seconds; the
@@ -57,9 +57,10 @@ from typing import Any
 import numpy as np
 
 from bench.pipeline_speed import REPO, run_pipeline, write_corpus
+from wav2vec2_beam.demo import MODEL_DIR
 
 REFERENCE_LOGITS = REPO / "tests" / "fixtures" / "reference" / "lm_decode.npz"
-DEMO_MODEL = REPO / "demo_model"
+DEMO_MODEL = MODEL_DIR
 DEMO_ARPA = DEMO_MODEL / "language_model" / "demo_trigram.arpa"
 BASE_CHECKPOINT = REPO / "bench" / "checkpoints" / "base"
 #: wav2vec2 emits one frame per 320 samples at 16 kHz.
@@ -136,12 +137,20 @@ def best_time(work: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 def time_ours(logits: list[np.ndarray], repeats: int) -> dict[str, dict[str, Any]]:
     """Best seconds and transcripts of our decoder, in this process, per `DECODE_CONFIGS`."""
-    from models.ctc_beam_search import BeamSearchOptions, CtcBeamSearchDecoder, log_softmax
-    from models.language_model import NgramLanguageModel, find_language_model, read_alphabet
+    from wav2vec2_beam.models.ctc_beam_search import (
+        BeamSearchOptions,
+        CtcBeamSearchDecoder,
+        log_softmax,
+    )
+    from wav2vec2_beam.models.language_model import (
+        NgramLanguageModel,
+        find_language_model,
+        read_alphabet,
+    )
 
     labels = read_alphabet(str(DEMO_MODEL))
     files = find_language_model(str(DEMO_MODEL))
-    assert labels is not None and files is not None, "demo_model ships no LM"
+    assert labels is not None and files is not None, "the demo model ships no LM"
     language_model = NgramLanguageModel.load(files)
     results = {}
     for name, width, with_lm in DECODE_CONFIGS:
@@ -211,7 +220,7 @@ def time_peer(python: str, names: list[str], repeats: int) -> dict[str, Any]:
 
 def decode_speed(repeats: int, peer_python: str | None) -> dict[str, Any]:
     """Audio-seconds per second on one core, ours (and pyctcdecode's), per configuration."""
-    from models.ctc_beam_search import log_softmax
+    from wav2vec2_beam.models.ctc_beam_search import log_softmax
 
     items = speech_logits()
     logits = list(items.values())
@@ -257,7 +266,7 @@ def scale_head(
 ) -> None:
     """Copy checkpoint `source` to `target` with the CTC head's weight and bias times `factor`,
     then `shifts` (token id -> logit offset) added to the bias."""
-    from models.weights import SAFETENSORS_NAME, read_safetensors, write_safetensors
+    from wav2vec2_beam.models.weights import SAFETENSORS_NAME, read_safetensors, write_safetensors
 
     target.mkdir(parents=True, exist_ok=True)
     for file in source.iterdir():
@@ -316,7 +325,7 @@ def model_logits(checkpoint: Path, paths: list[Path]) -> list[np.ndarray]:
     """The checkpoint's logits for each file, one file per batch."""
     import soundfile
 
-    from models import Wav2Vec2Runner, load_model
+    from wav2vec2_beam.models import Wav2Vec2Runner, load_model
 
     runner = Wav2Vec2Runner(load_model(str(checkpoint)))
     logits = []
@@ -329,8 +338,12 @@ def model_logits(checkpoint: Path, paths: list[Path]) -> list[np.ndarray]:
 
 def lm_decode_probe(logits: list[np.ndarray]) -> dict[str, float]:
     """Our width-100 LM decode speed on `logits` (one core), and its longest decoded word."""
-    from models.ctc_beam_search import CtcBeamSearchDecoder, log_softmax
-    from models.language_model import NgramLanguageModel, find_language_model, read_alphabet
+    from wav2vec2_beam.models.ctc_beam_search import CtcBeamSearchDecoder, log_softmax
+    from wav2vec2_beam.models.language_model import (
+        NgramLanguageModel,
+        find_language_model,
+        read_alphabet,
+    )
 
     files = find_language_model(str(DEMO_MODEL))
     assert files is not None
@@ -352,7 +365,7 @@ def prepare_in_process(
     The head is linear, so the unscaled model's logits are the scaled ones divided by `factor`,
     and bias offsets add to the logits as they are.
     """
-    from models.ctc_beam_search import log_softmax
+    from wav2vec2_beam.models.ctc_beam_search import log_softmax
 
     scale_head(source, target, factor)
     logits = model_logits(target, paths)
@@ -446,7 +459,7 @@ def table_rows(folder: Path) -> int:
 
 
 def one_pipeline_run(inputs: str, checkpoint: Path, output: Path, flags: list[str]) -> dict:
-    """One fresh `python -m pipeline` process: its wall time measured here and its summary."""
+    """One fresh `python -m wav2vec2_beam` process: its wall time measured here and its summary."""
     start = time.perf_counter()
     summary = run_pipeline(inputs, str(checkpoint), output, flags)
     process_s = time.perf_counter() - start

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.architectures import ARCHITECTURES
-from models import Wav2Vec2Config
+from wav2vec2_beam.models import Wav2Vec2Config
 
 #: The facebook/wav2vec2-base-960h tokenizer and preprocessor files, as the fixtures hold them.
 TOKENIZER = Path(__file__).resolve().parents[1] / "tests/fixtures/checkpoints/tokenizer_base960h"
@@ -29,9 +29,9 @@ def main(out_dir: str, names: list[str] | None = None) -> None:
         target = Path(out_dir) / name
         if not (target / "model.safetensors").exists():
             if importlib.util.find_spec("tensorflow") is not None:
-                from models import TFWav2Vec2ForCTC as model_class
+                from wav2vec2_beam.models import TFWav2Vec2ForCTC as model_class
             else:
-                from models import FlaxWav2Vec2ForCTC as model_class
+                from wav2vec2_beam.models import FlaxWav2Vec2ForCTC as model_class
             model = model_class(Wav2Vec2Config.from_dict(raw), seed=0)
             model.save_pretrained(str(target))
             print(f"wrote {target}")

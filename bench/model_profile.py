@@ -41,11 +41,11 @@ def _best_seconds(function: Callable[[], object], runs: int) -> float:
 
 
 def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: int) -> dict:
-    from models import load_model  # isort: skip  (first: it sets TensorFlow's oneDNN option)
+    from wav2vec2_beam.models import load_model  # isort: skip  (first: it sets TensorFlow's oneDNN option)
 
     import tensorflow as tf
 
-    from models.modeling_wav2vec2 import _activation, _fusable_activation
+    from wav2vec2_beam.models.modeling_wav2vec2 import _activation, _fusable_activation
 
     model = load_model(checkpoint)
     config = model.config

@@ -23,7 +23,7 @@ SAMPLE_RATE = 16_000
 
 def _ours(checkpoint: str, mode: str, device: str) -> Callable[[np.ndarray], object]:
     # models first: importing it sets TensorFlow's oneDNN option, which must precede TensorFlow.
-    from models import TFWav2Vec2ForCTC  # isort: skip
+    from wav2vec2_beam.models import TFWav2Vec2ForCTC  # isort: skip
 
     import tensorflow as tf
 
@@ -88,7 +88,7 @@ def _jax(checkpoint: str, mode: str, device: str) -> Callable[[np.ndarray], obje
     import jax
     import jax.numpy as jnp
 
-    from models import FlaxWav2Vec2ForCTC
+    from wav2vec2_beam.models import FlaxWav2Vec2ForCTC
 
     model = FlaxWav2Vec2ForCTC.from_pretrained(checkpoint)
     module = FlaxWav2Vec2ForCTC.module_class(

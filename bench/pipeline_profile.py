@@ -6,7 +6,7 @@
 On one corpus (bench/pipeline_speed.py's: synthetic speech, LibriSpeech-like lengths, 16 kHz
 FLAC), in one run:
 
-1. The pipeline as users run it (`python -m pipeline`, a fresh process, unchunked, batches of 8):
+1. The pipeline as users run it (`python -m wav2vec2_beam`, a fresh process, unchunked, batches of 8):
    its whole-process wall time.
 2. Start-up, each in a fresh process: importing Beam; importing TensorFlow; loading the model
    (TensorFlow included); and, in this process, tracing the forward pass for each length bucket
@@ -60,18 +60,18 @@ def profile(checkpoint: str, minutes: float, precision: str, work: Path) -> dict
         ),
     }
 
-    from models import Wav2Vec2Runner, load_model  # isort: skip  (sets TensorFlow's options)
+    from wav2vec2_beam.models import Wav2Vec2Runner, load_model  # isort: skip  (sets TensorFlow's options)
 
     import pyarrow as pa
     import pyarrow.parquet as pq
     import soxr
 
-    from models.batching import bucket_for
-    from models.feature_extraction import Wav2Vec2FeatureExtractor
-    from models.tokenizer import Wav2Vec2CTCTokenizer
-    from transforms.read.decode_audio import decode_audio
-    from transforms.write.ctc_decode import decode_ctc
-    from transforms.write.tables import transcripts_table
+    from wav2vec2_beam.models.batching import bucket_for
+    from wav2vec2_beam.models.feature_extraction import Wav2Vec2FeatureExtractor
+    from wav2vec2_beam.models.tokenizer import Wav2Vec2CTCTokenizer
+    from wav2vec2_beam.transforms.read.decode_audio import decode_audio
+    from wav2vec2_beam.transforms.write.ctc_decode import decode_ctc
+    from wav2vec2_beam.transforms.write.tables import transcripts_table
 
     stages: dict[str, float] = {}
     clock = time.perf_counter()

@@ -7,7 +7,7 @@
    12 s) of the repository's synthetic speech (tests/fixtures/synthetic_audio.py).
 2. Bare model: `Wav2Vec2Runner` over the same audio, already decoded and normalized, in
    duration-sorted batches: audio-seconds per second of model time alone.
-3. Pipeline: `python -m pipeline` on the DirectRunner in a fresh process: audio-seconds per second
+3. Pipeline: `python -m wav2vec2_beam` on the DirectRunner in a fresh process: audio-seconds per second
    of the whole process's wall time (Python's start, imports, the checkpoint check, every stage),
    and of the run alone (summary.json's wall_seconds), peak RSS, and the padding waste.
 4. With `--peer_python`: transformers' PyTorch model alone on the same decoded files, in the same
@@ -59,7 +59,7 @@ def write_corpus(folder: Path, total_s: float) -> list[Path]:
 
 
 def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precision: str) -> float:
-    from models import Wav2Vec2Runner, load_model
+    from wav2vec2_beam.models import Wav2Vec2Runner, load_model
 
     model = load_model(checkpoint)
     runner = Wav2Vec2Runner(model, precision=precision)
@@ -115,9 +115,9 @@ def peer_model_speed(
 
 _MEASURED = """
 import atexit
-from pipeline.__main__ import cli
+from wav2vec2_beam.pipeline.main import cli
 # VmHWM, not ru_maxrss: the latter starts from the parent's peak when forked. Read at exit, as
-# `python -m pipeline` ends (cli: its exit handlers, then no interpreter teardown).
+# `python -m wav2vec2_beam` ends (cli: its exit handlers, then no interpreter teardown).
 atexit.register(lambda: print("maxrss_kb", int([
     line for line in open("/proc/self/status") if line.startswith("VmHWM:")
 ][0].split()[1])))

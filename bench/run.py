@@ -77,7 +77,7 @@ def _env() -> dict[str, str]:
     import os
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "src")])
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
 

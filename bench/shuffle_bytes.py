@@ -49,10 +49,10 @@ RUNS = {
 
 def grouping_steps(extra: list[str]) -> list[dict]:
     """Each grouping transform of the translated job, and whether the model runs before it."""
-    from models.configuration import Wav2Vec2Config
-    from pipeline.__main__ import make_pipeline
-    from pipeline.graph import build_pipeline
-    from pipeline.options import check_against_model, parse_args
+    from wav2vec2_beam.models.configuration import Wav2Vec2Config
+    from wav2vec2_beam.pipeline.graph import build_pipeline
+    from wav2vec2_beam.pipeline.main import make_pipeline
+    from wav2vec2_beam.pipeline.options import check_against_model, parse_args
 
     options, config = parse_args([*FLAGS, *extra])
     model = Wav2Vec2Config.from_pretrained(config.model_dir)
@@ -83,8 +83,8 @@ def encoded_bytes(element: object) -> int:
 
 def per_hour() -> dict[str, float]:
     """MB per hour of audio of each kind of element a shuffle could move (10 s utterances)."""
-    from transforms.read.decode_items import AudioItem
-    from transforms.records import AudioChunk, InferredChunk
+    from wav2vec2_beam.transforms.read.decode_items import AudioItem
+    from wav2vec2_beam.transforms.records import AudioChunk, InferredChunk
 
     per_hour_factor = 3600 / UTTERANCE_S / 1e6
     speech = synthetic_speech(UTTERANCE_S, seed=0)

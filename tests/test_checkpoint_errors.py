@@ -9,8 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import CheckpointError, FlaxWav2Vec2ForCTC, TFWav2Vec2ForCTC, UnsupportedConfigError
-from models.weights import read_safetensors, write_safetensors
+from wav2vec2_beam.models import (
+    CheckpointError,
+    FlaxWav2Vec2ForCTC,
+    TFWav2Vec2ForCTC,
+    UnsupportedConfigError,
+)
+from wav2vec2_beam.models.weights import read_safetensors, write_safetensors
 
 BASE = Path(__file__).parent / "fixtures" / "checkpoints" / "base"
 
@@ -121,8 +126,8 @@ def test_input_shorter_than_receptive_field_is_a_clear_error() -> None:
 def test_the_parameters_a_config_implies_are_the_models(name: str, changes: dict) -> None:
     """The oracle of the check before building: both backends' own parameters, by name and
     PyTorch shape, for every head and norm layout."""
-    from models import FLAX_MODEL_CLASSES, MODEL_CLASSES, Wav2Vec2Config
-    from models.parameter_shapes import expected_parameters
+    from wav2vec2_beam.models import FLAX_MODEL_CLASSES, MODEL_CLASSES, Wav2Vec2Config
+    from wav2vec2_beam.models.parameter_shapes import expected_parameters
 
     config = Wav2Vec2Config.from_pretrained(str(BASE.parent / name), **changes)
     architecture = config.architecture

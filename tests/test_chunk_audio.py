@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from transforms.infer.chunk import (
+from wav2vec2_beam.transforms.infer.chunk import (
     ChunkParams,
     chunk_audio,
     chunk_params,
@@ -24,7 +24,7 @@ from transforms.infer.chunk import (
     stitch_frames,
     stitch_logits,
 )
-from transforms.records import TARGET_SAMPLE_RATE
+from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
 
 REFERENCE = json.loads(
     (pathlib.Path(__file__).parent / "fixtures/reference/chunking_windows.json").read_text()

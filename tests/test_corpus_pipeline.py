@@ -32,9 +32,9 @@ import soundfile
 from fixtures.synthetic_audio import synthetic_speech
 from pipeline_corpus import POCKETSPHINX
 
-from pipeline.__main__ import main
-from transforms.read.decode_items import UNREAD
-from transforms.write.score import normalize_text, score
+from wav2vec2_beam.pipeline.main import main
+from wav2vec2_beam.transforms.read.decode_items import UNREAD
+from wav2vec2_beam.transforms.write.score import normalize_text, score
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "fixtures" / "checkpoints" / "base"
@@ -309,7 +309,7 @@ def test_a_thousand_utterances_in_four_shards_on_two_workers(
         path = tmp_path / f"corpus-{shard:06d}.tar"
         write_tar(path, clip_members(250, seed=1000 * shard))
         expected |= {f"{path}#utt{index:05d}" for index in range(250)}
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # for the worker processes
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))  # for the worker processes
     argv = [
         f"--input={tmp_path / 'corpus-{000000..000003}.tar'}",
         "--direct_running_mode=multi_processing",

@@ -23,14 +23,14 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 from fixtures.synthetic_audio import synthetic_speech
 
-from pipeline.options import OptionsError, parse_args
-from transforms.read.decode_audio import Span
-from transforms.read.decode_items import UNREAD, AudioItem
-from transforms.read.inputs import MatchInputs, expand_braces, infer_kind
-from transforms.read.manifest import read_manifest
-from transforms.read.parquet_audio import ParquetColumns, read_parquet_file
-from transforms.read.resume import ReadExistingIds, done_ids
-from transforms.read.webdataset import read_shard, split_member_name
+from wav2vec2_beam.pipeline.options import OptionsError, parse_args
+from wav2vec2_beam.transforms.read.decode_audio import Span
+from wav2vec2_beam.transforms.read.decode_items import UNREAD, AudioItem
+from wav2vec2_beam.transforms.read.inputs import MatchInputs, expand_braces, infer_kind
+from wav2vec2_beam.transforms.read.manifest import read_manifest
+from wav2vec2_beam.transforms.read.parquet_audio import ParquetColumns, read_parquet_file
+from wav2vec2_beam.transforms.read.resume import ReadExistingIds, done_ids
+from wav2vec2_beam.transforms.read.webdataset import read_shard, split_member_name
 
 
 def wav_bytes(seed: int, seconds: float = 0.5) -> bytes:

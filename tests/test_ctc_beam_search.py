@@ -18,8 +18,9 @@ import jiwer
 import numpy as np
 import pytest
 
-from lm.arpa import read_arpa
-from models.ctc_beam_search import (
+from wav2vec2_beam.demo import MODEL_DIR
+from wav2vec2_beam.lm.arpa import read_arpa
+from wav2vec2_beam.models.ctc_beam_search import (
     AlphabetError,
     BeamSearchOptions,
     CtcBeamSearchDecoder,
@@ -29,7 +30,7 @@ from models.ctc_beam_search import (
     check_alphabet,
     log_softmax,
 )
-from models.language_model import (
+from wav2vec2_beam.models.language_model import (
     FusionWeights,
     LanguageModelError,
     NgramLanguageModel,
@@ -38,13 +39,19 @@ from models.language_model import (
     read_alphabet,
     standalone_language_model,
 )
-from transforms.write.lm_decode import BeamDecoding, DecodePool, align_word, load_decoder, word_rows
+from wav2vec2_beam.transforms.write.lm_decode import (
+    BeamDecoding,
+    DecodePool,
+    align_word,
+    load_decoder,
+    word_rows,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LM_DIR = FIXTURES / "lm"
 REFERENCE = json.loads((FIXTURES / "reference" / "lm_decode.json").read_text())
 LOGITS = np.load(FIXTURES / "reference" / "lm_decode.npz")
-VOCAB = json.loads((FIXTURES.parents[1] / "demo_model" / "vocab.json").read_text())
+VOCAB = json.loads((MODEL_DIR / "vocab.json").read_text())
 TOKENS = sorted(VOCAB, key=VOCAB.get)
 
 
@@ -261,12 +268,12 @@ def test_a_word_of_any_length_aligns() -> None:
 
 def test_an_item_the_decoder_cannot_decode_becomes_its_error_row() -> None:
     """The stitched item is fine, its decoding fails (here: fewer labels than logit columns)."""
-    from transforms.records import CTC_LOG_PROBS, ErrorRecord, ItemResult
-    from transforms.write.ctc_decode import _DecodeCtc
+    from wav2vec2_beam.transforms.records import CTC_LOG_PROBS, ErrorRecord, ItemResult
+    from wav2vec2_beam.transforms.write.ctc_decode import _DecodeCtc
 
     labels = tuple(read_alphabet(str(LM_DIR)))[:-1]
     decoding = BeamDecoding(labels, BeamSearchOptions(), 0.02, "unused", use_lm=False)
-    decode = _DecodeCtc(str(FIXTURES.parents[1] / "demo_model"), 320, decoding, 1)
+    decode = _DecodeCtc(str(MODEL_DIR), 320, decoding, 1)
     decode.setup()
     log_probs = log_softmax(LOGITS["heldout/00.flac"])
     item = ItemResult("a.wav", "a.wav", 1.0, 16_000, len(log_probs), {CTC_LOG_PROBS: log_probs})
@@ -281,13 +288,13 @@ def test_an_item_the_decoder_cannot_decode_becomes_its_error_row() -> None:
 def test_a_pool_that_was_shut_down_is_replaced() -> None:
     """Another thread, or a dead process, left the shared pool unusable: the next item gets a
     new one, and its decoded row leaves its log-probabilities behind."""
-    from transforms.records import CTC_LOG_PROBS, ItemResult
-    from transforms.write.ctc_decode import _DecodeCtc
-    from transforms.write.lm_decode import shared_pool
+    from wav2vec2_beam.transforms.records import CTC_LOG_PROBS, ItemResult
+    from wav2vec2_beam.transforms.write.ctc_decode import _DecodeCtc
+    from wav2vec2_beam.transforms.write.lm_decode import shared_pool
 
     labels = tuple(read_alphabet(str(LM_DIR)))
     decoding = BeamDecoding(labels, BeamSearchOptions(), 0.02, "unused", use_lm=False)
-    decode = _DecodeCtc(str(FIXTURES.parents[1] / "demo_model"), 320, decoding, 1)
+    decode = _DecodeCtc(str(MODEL_DIR), 320, decoding, 1)
     decode.setup()
     shared_pool(decoding, 1).shutdown()
     log_probs = log_softmax(LOGITS["heldout/00.flac"])
@@ -299,7 +306,7 @@ def test_a_pool_that_was_shut_down_is_replaced() -> None:
 
 
 def test_hotwords_alone_ask_for_beam_search_and_weights_need_an_lm(tmp_path: Path) -> None:
-    from transforms.write.lm_decode import plan_decoding
+    from wav2vec2_beam.transforms.write.lm_decode import plan_decoding
 
     plain = tmp_path / "plain"
     plain.mkdir()

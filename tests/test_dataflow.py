@@ -19,10 +19,10 @@ from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOption
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from models.configuration import Wav2Vec2Config
-from pipeline.__main__ import make_pipeline
-from pipeline.graph import build_pipeline
-from pipeline.options import check_against_model, parse_args
+from wav2vec2_beam.models.configuration import Wav2Vec2Config
+from wav2vec2_beam.pipeline.graph import build_pipeline
+from wav2vec2_beam.pipeline.main import make_pipeline
+from wav2vec2_beam.pipeline.options import check_against_model, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "fixtures" / "checkpoints" / "base"
@@ -78,8 +78,7 @@ def test_the_image_recipe_uses_the_pinned_versions() -> None:
     assert "COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam" in text
     assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
     assert "${TENSORFLOW_VERSION}" in text and " ." in text  # TF and this package, its pins
-    for package in ("models", "transforms", "pipeline"):
-        assert f"COPY {package} ./{package}" in text
+    assert "COPY src ./src" in text  # the one package, wav2vec2_beam
 
 
 def test_the_environment_has_the_pinned_versions() -> None:
@@ -113,7 +112,7 @@ def submitted_flags() -> list[str]:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dry run: the job for run" in done.stdout
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("submitting: ")]
-    return shlex.split(line.removeprefix("submitting: "))[3:]  # after "python -m pipeline"
+    return shlex.split(line.removeprefix("submitting: "))[3:]  # after "python -m wav2vec2_beam"
 
 
 def test_the_script_asks_for_gpus_and_one_process_per_gpu(submitted_flags: list[str]) -> None:

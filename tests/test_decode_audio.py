@@ -15,15 +15,15 @@ import pytest
 import soundfile
 import soxr
 
-from transforms.infer.chunk import chunk_audio, chunk_params
-from transforms.read.decode_audio import (
+from wav2vec2_beam.transforms.infer.chunk import chunk_audio, chunk_params
+from wav2vec2_beam.transforms.read.decode_audio import (
     MIN_SAMPLES,
     AudioDecodeError,
     AudioInfo,
     decode_audio,
     open_audio,
 )
-from transforms.records import TARGET_SAMPLE_RATE
+from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
 
 #: (format, subtype, extension, sample rates the codec takes, lossless)
 FORMATS = [

@@ -16,8 +16,8 @@ import soundfile
 import soxr
 from fixtures.synthetic_audio import synthetic_speech
 
-from transforms.read.decode_audio import AudioDecodeError, Span, decode_audio
-from transforms.records import TARGET_SAMPLE_RATE
+from wav2vec2_beam.transforms.read.decode_audio import AudioDecodeError, Span, decode_audio
+from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
 
 #: (extension, format, subtype, rate, channels, exact): MP3's seek restarts its decoder, which
 #: changes samples by float rounding only.

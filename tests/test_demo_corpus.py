@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo import corpus
-from demo.build_lm import ARPA_NAME, build
-from demo.evaluate import argmax_agreement, held_out_plans, table
+from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR, corpus
+from wav2vec2_beam.demo.build_lm import ARPA_NAME, build
+from wav2vec2_beam.demo.evaluate import argmax_agreement, held_out_plans, table
 
 REPO = Path(__file__).resolve().parents[1]
-HELDOUT = REPO / "tests" / "fixtures" / "demo_heldout" / "transcripts.json"
+HELDOUT = HELDOUT_DIR / "transcripts.json"
 
 
 def test_the_generator_is_seeded_and_endless() -> None:
@@ -68,14 +68,12 @@ def test_the_demo_lm_rebuilds_byte_for_byte(tmp_path: Path) -> None:
     """The first 40,000 training sentences, in the committed LM's n-gram counts."""
     checkpoint = tmp_path / "demo"
     checkpoint.mkdir()
-    (checkpoint / "vocab.json").write_bytes((REPO / "demo_model" / "vocab.json").read_bytes())
+    (checkpoint / "vocab.json").write_bytes((MODEL_DIR / "vocab.json").read_bytes())
     folder = build(checkpoint)
-    committed = REPO / "demo_model" / "language_model"
+    committed = MODEL_DIR / "language_model"
     for name in (ARPA_NAME, "unigrams.txt", "attrs.json"):
         assert (folder / name).read_bytes() == (committed / name).read_bytes(), name
-    assert (checkpoint / "alphabet.json").read_bytes() == (
-        REPO / "demo_model" / "alphabet.json"
-    ).read_bytes()
+    assert (checkpoint / "alphabet.json").read_bytes() == (MODEL_DIR / "alphabet.json").read_bytes()
 
 
 @pytest.mark.parametrize("seed", range(12))

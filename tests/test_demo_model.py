@@ -1,6 +1,6 @@
 """The bundled demo model transcribes for real: a guard on decoding, chunking, batching, precision.
 
-demo_model/ was trained by demo/train.py; tests/fixtures/demo_heldout/ holds held-out
+src/wav2vec2_beam/demo/model/ was trained by demo/train.py; src/wav2vec2_beam/demo/heldout/ holds held-out
 sentences (never in training) in training voices, as committed audio so that the test does not
 depend on the local espeak-ng. With a model that transcribes well, a regression anywhere between
 the audio and the text shows up as errors, which random weights would hide in gibberish.
@@ -9,7 +9,7 @@ the audio and the text shows up as errors, which random weights would hide in gi
   (tests/fixtures/reference/demo_heldout.json, written by check_demo_reference.py).
 - The pipeline gives the same transcripts unchunked and batched (`--decoder greedy`), and stays
   under an error bound when it cuts the utterances into short overlapping windows.
-- With its shipped LM (demo_model/language_model/, the pipeline's default for this checkpoint),
+- With its shipped LM (src/wav2vec2_beam/demo/model/language_model/, the pipeline's default for this checkpoint),
   the pipeline gives transformers' `Wav2Vec2ProcessorWithLM` transcripts, at most half the word
   errors of greedy decoding, and no more character errors than greedy decoding on sentences
   outside the demo's vocabulary.
@@ -31,14 +31,15 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from demo import corpus as demo_corpus
-from demo.evaluate import error_rates, transcribe
-from models import TFWav2Vec2ForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Runner
-from pipeline.__main__ import main as run_pipeline
+from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
+from wav2vec2_beam.demo import corpus as demo_corpus
+from wav2vec2_beam.demo.evaluate import error_rates, transcribe
+from wav2vec2_beam.models import TFWav2Vec2ForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Runner
+from wav2vec2_beam.pipeline.main import main as run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "demo_model"
-HELDOUT = REPO / "tests" / "fixtures" / "demo_heldout"
+DEMO = MODEL_DIR
+HELDOUT = HELDOUT_DIR
 REFERENCE = REPO / "tests" / "fixtures" / "reference" / "demo_heldout.json"
 LM_REFERENCE = REPO / "tests" / "fixtures" / "reference" / "lm_decode.json"
 
@@ -88,7 +89,7 @@ def ours(model, tokenizer, heldout) -> list[str]:
 def test_reference_was_made_from_the_committed_checkpoint(reference: dict) -> None:
     digest = hashlib.sha256((DEMO / "model.safetensors").read_bytes()).hexdigest()
     assert reference["model_safetensors_sha256"] == digest, (
-        "demo_model/ changed since tests/fixtures/reference/demo_heldout.json was written: "
+        "src/wav2vec2_beam/demo/model/ changed since tests/fixtures/reference/demo_heldout.json was written: "
         "rerun tests/fixtures/check_demo_reference.py in the reference venv"
     )
 

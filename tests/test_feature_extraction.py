@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.feature_extraction import Wav2Vec2FeatureExtractor
+from wav2vec2_beam.models.feature_extraction import Wav2Vec2FeatureExtractor
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 REFERENCE = FIXTURES / "reference"

@@ -23,16 +23,16 @@ import pytest
 import soundfile
 from fixtures.synthetic_audio import synthetic_speech
 
-from transforms.read.corpus import CorpusOptions, _ReadFiles
-from transforms.read.decode_audio import AudioDecodeError, Span, decode_audio
-from transforms.read.decode_items import AudioItem, _DecodeItem
-from transforms.read.ids import canonical_path, escape, file_id, path_text, unescape
-from transforms.read.inputs import MatchInputs
-from transforms.read.manifest import read_manifest
-from transforms.read.parquet_audio import ParquetColumns, read_parquet_file
-from transforms.read.resume import read_ids, table_patterns
-from transforms.read.webdataset import read_shard
-from transforms.records import ErrorRecord
+from wav2vec2_beam.transforms.read.corpus import CorpusOptions, _ReadFiles
+from wav2vec2_beam.transforms.read.decode_audio import AudioDecodeError, Span, decode_audio
+from wav2vec2_beam.transforms.read.decode_items import AudioItem, _DecodeItem
+from wav2vec2_beam.transforms.read.ids import canonical_path, escape, file_id, path_text, unescape
+from wav2vec2_beam.transforms.read.inputs import MatchInputs
+from wav2vec2_beam.transforms.read.manifest import read_manifest
+from wav2vec2_beam.transforms.read.parquet_audio import ParquetColumns, read_parquet_file
+from wav2vec2_beam.transforms.read.resume import read_ids, table_patterns
+from wav2vec2_beam.transforms.read.webdataset import read_shard
+from wav2vec2_beam.transforms.records import ErrorRecord
 
 
 def wav_bytes(seed: int, seconds: float = 0.5, rate: int = 16_000) -> bytes:
@@ -274,7 +274,7 @@ def test_a_stray_file_in_a_table_folder_is_passed_over(tmp_path: Path, caplog) -
 
 
 def test_a_committed_piece_is_synced_before_and_after_its_rename(tmp_path: Path, monkeypatch):
-    from transforms.write import tables
+    from wav2vec2_beam.transforms.write import tables
 
     synced: list[int] = []
     real = os.fsync
@@ -327,7 +327,7 @@ def test_huge_spans_are_bad_spans_not_overflows(tmp_path: Path, offset, duration
 def test_a_manifest_of_bad_lines_is_read_once(tmp_path: Path, monkeypatch) -> None:
     """Bad lines that start like JSON objects, before any good one: the file is opened once for
     its lines and once to see whether its first line starts one JSON document (it does not)."""
-    from transforms.read import manifest as module
+    from wav2vec2_beam.transforms.read import manifest as module
 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("{not json\n" * 2000 + json.dumps({"audio_filepath": "a.wav"}) + "\n")

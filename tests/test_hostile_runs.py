@@ -30,8 +30,10 @@ import pytest
 import soundfile
 from fixtures.synthetic_audio import synthetic_speech
 
+from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "demo_model"
+DEMO = MODEL_DIR
 BASE = REPO / "tests" / "fixtures" / "checkpoints" / "base"
 
 
@@ -42,7 +44,7 @@ def wav(seed: int, seconds: float = 1.0, rate: int = 16_000) -> bytes:
 
 
 def pipeline(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", *args]
+    return [sys.executable, "-m", "wav2vec2_beam", *args]
 
 
 def run(args: list[str], cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -326,7 +328,7 @@ def test_a_number_flag_that_is_not_finite_is_refused() -> None:
 #: would also count the forking test process's, which exec carries over).
 _MEASURED = """
 import re, sys
-from pipeline.__main__ import main
+from wav2vec2_beam.pipeline.main import main
 status = main(sys.argv[1:])
 status_file = open("/proc/self/status").read()
 print(re.search(r"VmHWM:\\s+(\\d+) kB", status_file).group(1), file=sys.stderr)
@@ -437,7 +439,7 @@ def alive(pid: int) -> bool:
 def test_a_killed_launcher_leaves_no_decoding_process_behind(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    heldout = sorted((REPO / "tests" / "fixtures" / "demo_heldout").glob("*.flac"))
+    heldout = sorted(HELDOUT_DIR.glob("*.flac"))
     for copy in range(8):  # enough speech to keep the LM decoders busy for a while
         for index, path in enumerate(heldout):
             shutil.copy(path, corpus / f"{copy}_{index:02d}.flac")

@@ -20,14 +20,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from models import (
+from wav2vec2_beam.demo import HELDOUT_DIR
+from wav2vec2_beam.models import (
     AutoModelForCTC,
     AutoProcessor,
     TFWav2Vec2ForCTC,
     Wav2Vec2Config,
     Wav2Vec2Processor,
 )
-from models.hub import HubError
+from wav2vec2_beam.models.hub import HubError
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"
@@ -90,14 +91,14 @@ def test_an_id_neither_cached_nor_reachable_is_one_clear_line(hub_cache: Path) -
 
 
 def test_model_dir_takes_a_hub_id(hub_cache: Path, tmp_path: Path) -> None:
-    audio = REPO / "tests" / "fixtures" / "demo_heldout" / "00.flac"
+    audio = HELDOUT_DIR / "00.flac"
     env = {**os.environ, "HF_HOME": str(hub_cache), "HF_HUB_OFFLINE": "1"}
     for model_dir, code in ((REPO_ID, 0), ("test-org/not-there", 3)):
         out = tmp_path / model_dir.replace("/", "_")
         done = subprocess.run(
             [
                 sys.executable,
-                *("-m", "pipeline", f"--input={audio}"),
+                *("-m", "wav2vec2_beam", f"--input={audio}"),
                 *(f"--model_dir={model_dir}", f"--output_dir={out}"),
             ],
             cwd=REPO,
@@ -122,9 +123,12 @@ def test_the_seed_tf_example_runs_with_only_the_import_changed(hub_cache: Path) 
     import soundfile as sf
     import tensorflow as tf
 
-    from models import AutoProcessor, TFWav2Vec2ForCTC  # was: from transformers import ...
+    from wav2vec2_beam.models import (  # was: from transformers import ...
+        AutoProcessor,
+        TFWav2Vec2ForCTC,
+    )
 
-    speech, _ = sf.read(REPO / "tests" / "fixtures" / "demo_heldout" / "00.flac")
+    speech, _ = sf.read(HELDOUT_DIR / "00.flac")
     processor = AutoProcessor.from_pretrained(REPO_ID)
     model = TFWav2Vec2ForCTC.from_pretrained(REPO_ID)
     input_values = processor(speech, return_tensors="tf").input_values

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import TFWav2Vec2ForCTC, Wav2Vec2Runner
-from models.batching import bucket_for, bucket_ladder, padded_batch_size
+from wav2vec2_beam.models import TFWav2Vec2ForCTC, Wav2Vec2Runner
+from wav2vec2_beam.models.batching import bucket_for, bucket_ladder, padded_batch_size
 
 CHECKPOINTS = Path(__file__).parent / "fixtures" / "checkpoints"
 
@@ -84,7 +84,7 @@ def test_runner_refuses_out_of_range_layers(model: TFWav2Vec2ForCTC) -> None:
 def test_flax_runner_outputs_equal_the_tf_model_alone(name: str) -> None:
     """The JAX runner (padded, bucketed, one program per shape) against each item run alone by
     the other backend."""
-    from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+    from wav2vec2_beam.models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
 
     tf_model = TFWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / name))
     runner = FlaxWav2Vec2Runner(
@@ -105,7 +105,7 @@ def test_flax_runner_outputs_equal_the_tf_model_alone(name: str) -> None:
 
 
 def test_flax_runner_in_bfloat16_keeps_the_float32_argmax_on_most_frames() -> None:
-    from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+    from wav2vec2_beam.models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
 
     model = FlaxWav2Vec2ForCTC.from_pretrained(str(CHECKPOINTS / "lv60"))
     rng = np.random.default_rng(2)
@@ -127,7 +127,7 @@ import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 import jax, numpy as np
-from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+from wav2vec2_beam.models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
 assert len(jax.local_devices()) == 2
 model = FlaxWav2Vec2ForCTC.from_pretrained({str(CHECKPOINTS / "base")!r})
 rng = np.random.default_rng(3)
@@ -152,7 +152,7 @@ def test_items_past_the_ladder_share_rungs_under_jax_and_keep_their_length_under
     """XLA compiles once per shape, so the JAX runner rounds lengths past the ladder up to
     further 1/16 rungs (by hand: 32000 -> 34240 -> 36480 -> 39040 -> 41600); the TF runner's
     tf.function takes any shape, so there an item keeps its own length."""
-    from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+    from wav2vec2_beam.models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
 
     ladder = [16_000, 32_000]
     flax = FlaxWav2Vec2Runner(

@@ -18,8 +18,8 @@ from pathlib import Path
 import kenlm
 import pytest
 
-from lm.arpa import ArpaModel, read_arpa, write_arpa
-from lm.kneser_ney import estimate, kneser_ney_discounts
+from wav2vec2_beam.lm.arpa import ArpaModel, read_arpa, write_arpa
+from wav2vec2_beam.lm.kneser_ney import estimate, kneser_ney_discounts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -231,7 +231,7 @@ def test_pruning_moves_mass_to_the_backoff(tmp_path):
 
 def _build(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lm.build_arpa", *args],
+        [sys.executable, "-m", "wav2vec2_beam.lm.build_arpa", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import (
+from wav2vec2_beam.models import (
     FlaxWav2Vec2ForCTC,
     FlaxWav2Vec2ForPreTraining,
     FlaxWav2Vec2ForSequenceClassification,

@@ -13,15 +13,15 @@ import numpy as np
 import optax
 import pytest
 
-from models import (
+from tests.test_modeling import CHECKPOINTS, INPUTS, assert_close, reference, single
+from wav2vec2_beam.models import (
     AutoFeatureExtractor,
     FlaxWav2Vec2ForCTC,
     FlaxWav2Vec2ForPreTraining,
     TFWav2Vec2ForCTC,
     Wav2Vec2Config,
 )
-from models.modeling_flax_wav2vec2 import _compute_mask_indices
-from tests.test_modeling import CHECKPOINTS, INPUTS, assert_close, reference, single
+from wav2vec2_beam.models.modeling_flax_wav2vec2 import _compute_mask_indices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,10 +68,10 @@ def test_models_and_the_flax_classes_work_without_tensorflow(tmp_path: Path) -> 
                 if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
                     raise ImportError("no TensorFlow on this machine")
         sys.meta_path.insert(0, NoTensorFlow())
-        sys.path.insert(0, {str(REPO)!r})
+        sys.path.insert(0, {str(REPO / "src")!r})
         import numpy as np
-        import models
-        from models import FlaxWav2Vec2ForCTC, load_model
+        import wav2vec2_beam.models
+        from wav2vec2_beam.models import FlaxWav2Vec2ForCTC, load_model
         model = load_model({str(CHECKPOINTS / "lv60")!r}, backend="jax")
         assert type(model) is FlaxWav2Vec2ForCTC
         inputs = np.load({str(REPO / "tests/fixtures/reference/inputs.npz")!r})

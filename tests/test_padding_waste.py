@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipeline.__main__ import main
+from wav2vec2_beam.pipeline.main import main
 
 CHECKPOINT = Path(__file__).resolve().parent / "fixtures" / "checkpoints" / "base"
 

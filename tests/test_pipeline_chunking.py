@@ -4,7 +4,7 @@
 synthetic speech (a 620 s and a 75 s signal) with several `chunk_length_s`/`stride_length_s`
 settings: the text, and each window's kept greedy ids. The signals are regenerated here, written
 as float WAV at 16 kHz (so the pipeline decodes the exact samples), and run through
-`python -m pipeline` with the same settings.
+`python -m wav2vec2_beam` with the same settings.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 import soundfile
 from fixtures.synthetic_audio import signal_summary, synthetic_speech
 
-from models import Wav2Vec2CTCTokenizer
-from pipeline.__main__ import main
+from wav2vec2_beam.models import Wav2Vec2CTCTokenizer
+from wav2vec2_beam.pipeline.main import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHUNKING = json.loads((FIXTURES / "reference" / "chunking.json").read_text())

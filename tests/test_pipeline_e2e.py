@@ -32,10 +32,10 @@ import pytest
 import soundfile
 from pipeline_corpus import POCKETSPHINX, Corpus, make_corpus
 
-from models import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, load_model
-from models.weights import read_checkpoint, write_safetensors
-from pipeline.__main__ import main
-from transforms.read.decode_audio import decode_audio
+from wav2vec2_beam.models import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, load_model
+from wav2vec2_beam.models.weights import read_checkpoint, write_safetensors
+from wav2vec2_beam.pipeline.main import main
+from wav2vec2_beam.transforms.read.decode_audio import decode_audio
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"
@@ -187,7 +187,7 @@ def run(request: pytest.FixtureRequest, corpus: Corpus, tmp_path_factory) -> Run
     model, _, extra = RUNS[request.param]
     output = tmp_path_factory.mktemp(f"out_{request.param}")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(REPO))  # for the worker processes
+        patch.setenv("PYTHONPATH", str(REPO / "src"))  # for the worker processes
         exit_code = main(pipeline_args(corpus, model, output, extra))
     summary = json.loads((output / "summary.json").read_text())
     return Run(

@@ -27,9 +27,14 @@ import pyarrow.parquet as pq
 import pytest
 from pipeline_corpus import POCKETSPHINX
 
-from models import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, load_model
-from pipeline.__main__ import main
-from transforms.read.decode_audio import decode_audio
+from wav2vec2_beam.models import (
+    Wav2Vec2Config,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    load_model,
+)
+from wav2vec2_beam.pipeline.main import main
+from wav2vec2_beam.transforms.read.decode_audio import decode_audio
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "tests" / "fixtures" / "checkpoints"

@@ -17,11 +17,12 @@ import jiwer
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.__main__ import EXIT_BAD_MODEL, EXIT_BAD_OPTIONS, main
+from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
+from wav2vec2_beam.pipeline.main import EXIT_BAD_MODEL, EXIT_BAD_OPTIONS, main
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
-HELDOUT = FIXTURES / "demo_heldout"
+HELDOUT = HELDOUT_DIR
 REFERENCE = json.loads((FIXTURES / "reference" / "lm_decode.json").read_text())
 ARPA = next((FIXTURES / "lm" / "language_model").glob("*.arpa"))
 
@@ -29,7 +30,7 @@ ARPA = next((FIXTURES / "lm" / "language_model").glob("*.arpa"))
 def _checkpoint(folder: Path, with_lm: bool = True) -> Path:
     """The demo model's weights and processor files, with the fixture LM or without any."""
     folder.mkdir(parents=True)
-    for path in (REPO / "demo_model").iterdir():
+    for path in MODEL_DIR.iterdir():
         if path.is_file() and path.name != "alphabet.json":
             shutil.copy2(path, folder / path.name)
     if with_lm:
@@ -160,9 +161,9 @@ def test_lm_flags_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 
 def test_an_lm_built_from_text_into_a_checkpoint_is_its_default(tmp_path: Path) -> None:
-    """`python -m lm.build_arpa --checkpoint`: text in, a checkpoint that decodes with it."""
-    from demo import corpus as demo_corpus
-    from lm.build_arpa import main as build_arpa
+    """`python -m wav2vec2_beam.lm.build_arpa --checkpoint`: text in, a checkpoint that decodes with it."""
+    from wav2vec2_beam.demo import corpus as demo_corpus
+    from wav2vec2_beam.lm.build_arpa import main as build_arpa
 
     text = tmp_path / "text.txt"
     sentences = demo_corpus.draw_sentences(2000, held_out=False, seed=99)

@@ -21,7 +21,7 @@ from bench.corpus_memory import KINDS, measure, speech_clips, write_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 MEASURE = """
 import sys
-from pipeline.__main__ import main
+from wav2vec2_beam.pipeline.main import main
 assert main(sys.argv[1:]) == 0
 # VmHWM, not ru_maxrss: the latter starts from the parent's peak when forked.
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]

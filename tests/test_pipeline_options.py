@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from models.configuration import Wav2Vec2Config
-from pipeline.__main__ import EXIT_BAD_MODEL, EXIT_BAD_OPTIONS, main
-from pipeline.options import (
+from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
+from wav2vec2_beam.models.configuration import Wav2Vec2Config
+from wav2vec2_beam.pipeline.main import EXIT_BAD_MODEL, EXIT_BAD_OPTIONS, main
+from wav2vec2_beam.pipeline.options import (
     OptionsError,
     check_against_model,
     parse_args,
@@ -207,7 +208,7 @@ def test_the_command_exits_non_zero_with_one_line(tmp_path: Path) -> None:
         ),
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", *argv],
+            [sys.executable, "-m", "wav2vec2_beam", *argv],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -228,14 +229,21 @@ def test_help_lists_our_flags(capsys: pytest.CaptureFixture[str]) -> None:
 def test_tensorflow_start_up_notices_are_left_out_unless_verbose(tmp_path: Path) -> None:
     """A run's stderr holds our progress lines, not TensorFlow's oneDNN/CUDA/CPU notices."""
     argv = [
-        f"--input={REPO / 'tests' / 'fixtures' / 'demo_heldout' / '00.flac'}",
-        f"--model_dir={REPO / 'demo_model'}",
+        f"--input={HELDOUT_DIR / '00.flac'}",
+        f"--model_dir={MODEL_DIR}",
         "--decoder=greedy",
     ]
     runs = {}
     for name, extra in (("quiet", []), ("verbose", ["--verbose"])):
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", *argv, f"--output_dir={tmp_path / name}", *extra],
+            [
+                sys.executable,
+                "-m",
+                "wav2vec2_beam",
+                *argv,
+                f"--output_dir={tmp_path / name}",
+                *extra,
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -250,7 +258,7 @@ def test_tensorflow_start_up_notices_are_left_out_unless_verbose(tmp_path: Path)
 
 
 def test_only_the_start_up_notices_are_dropped() -> None:
-    from pipeline.__main__ import without_startup_notices
+    from wav2vec2_beam.pipeline.main import without_startup_notices
 
     held = (
         b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -277,7 +285,7 @@ def test_the_launchers_checked_model_serves_an_in_process_run(
     load in all); with worker processes the launcher's copy is dropped before the run."""
     import json
 
-    from transforms.infer import model_handler
+    from wav2vec2_beam.transforms.infer import model_handler
 
     loads = []
     real_init = model_handler.LoadedWav2Vec2.__init__
@@ -287,8 +295,8 @@ def test_the_launchers_checked_model_serves_an_in_process_run(
         real_init(self, spec)
 
     monkeypatch.setattr(model_handler.LoadedWav2Vec2, "__init__", counted)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # for the worker processes
-    files = sorted((REPO / "tests" / "fixtures" / "demo_heldout").glob("*.flac"))[:2]
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))  # for the worker processes
+    files = sorted(HELDOUT_DIR.glob("*.flac"))[:2]
     argv = [
         *[f"--input={path}" for path in files],
         f"--model_dir={CHECKPOINTS / 'base'}",

@@ -16,12 +16,17 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that
 
-from models import Wav2Vec2CTCTokenizer
-from models.batching import bucket_for
-from transforms.infer.batch import BatchAudio, batch_capacity, ladder_for, power_of_two_parts
-from transforms.infer.model_handler import InferenceSpec, LoadedWav2Vec2, max_softmax
-from transforms.infer.stitch import first_error, stitch_item
-from transforms.records import (
+from wav2vec2_beam.models import Wav2Vec2CTCTokenizer
+from wav2vec2_beam.models.batching import bucket_for
+from wav2vec2_beam.transforms.infer.batch import (
+    BatchAudio,
+    batch_capacity,
+    ladder_for,
+    power_of_two_parts,
+)
+from wav2vec2_beam.transforms.infer.model_handler import InferenceSpec, LoadedWav2Vec2, max_softmax
+from wav2vec2_beam.transforms.infer.stitch import first_error, stitch_item
+from wav2vec2_beam.transforms.records import (
     CLASS_PROBABILITIES,
     CODES,
     CTC_CONFIDENCE,
@@ -32,14 +37,14 @@ from transforms.records import (
     InferredChunk,
     ItemResult,
 )
-from transforms.write.ctc_decode import decode_ctc
-from transforms.write.progress import (
+from wav2vec2_beam.transforms.write.ctc_decode import decode_ctc
+from wav2vec2_beam.transforms.write.progress import (
     ProgressReporter,
     progress_line,
     read_progress,
     record_progress,
 )
-from transforms.write.tables import (
+from wav2vec2_beam.transforms.write.tables import (
     classifications_table,
     codes_table,
     frames_column,

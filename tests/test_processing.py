@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.feature_extraction import Wav2Vec2FeatureExtractor
-from models.processing import Wav2Vec2Processor
-from models.tokenizer import Wav2Vec2CTCTokenizer
+from wav2vec2_beam.models.feature_extraction import Wav2Vec2FeatureExtractor
+from wav2vec2_beam.models.processing import Wav2Vec2Processor
+from wav2vec2_beam.models.tokenizer import Wav2Vec2CTCTokenizer
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 REFERENCE = FIXTURES / "reference"

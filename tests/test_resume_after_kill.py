@@ -45,7 +45,7 @@ def command(inputs: str, output: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "pipeline",
+        "wav2vec2_beam",
         f"--input={inputs}",
         f"--model_dir={MODEL}",
         f"--output_dir={output}",

@@ -6,6 +6,7 @@ folder filled in)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,9 @@ def test_run_local_with_no_arguments() -> None:
         env=ENV,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Tables are in output/run_local/" in done.stdout
+    (folder,) = re.findall(r"^Tables are in (output/run_local/[\d-]+)/ ", done.stdout, re.M)
     assert done.stdout.count("    words: ") >= 3
-    summary = json.loads((REPO / "output" / "run_local" / "summary.json").read_text())
+    summary = json.loads((REPO / folder / "summary.json").read_text())
     assert summary["failed"] == 0 and summary["succeeded"] >= 3
     assert summary["model_loads"] == 1
     reference = json.loads((REPO / "tests/fixtures/reference/lm_decode.json").read_text())
@@ -59,3 +60,20 @@ def test_run_local_with_a_classification_checkpoint(tmp_path: Path) -> None:
         "classifications",
         "errors",
     }
+
+
+def test_each_run_gets_its_own_folder() -> None:
+    """Two runs with different checkpoints never share a folder (whose tables would mix)."""
+    from wav2vec2_beam.demo.__main__ import demo_arguments
+
+    first, first_output = demo_arguments(["--input", "a.wav"])
+    (first_output / "transcripts").mkdir(parents=True)  # as the run would leave it
+    try:
+        second, second_output = demo_arguments(["--input", "a.wav", "--model_dir", "other"])
+    finally:
+        first_output.joinpath("transcripts").rmdir()
+        first_output.rmdir()
+    assert first_output != second_output
+    assert first_output.parent == second_output.parent == Path("output/run_local")
+    assert first[first.index("--output_dir") + 1] == str(first_output)
+    assert second[second.index("--output_dir") + 1] == str(second_output)

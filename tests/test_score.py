@@ -8,9 +8,14 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.records import ItemResult
-from transforms.write.progress import counters
-from transforms.write.score import ScoreTranscripts, normalize_text, score, summarize_scores
+from wav2vec2_beam.transforms.records import ItemResult
+from wav2vec2_beam.transforms.write.progress import counters
+from wav2vec2_beam.transforms.write.score import (
+    ScoreTranscripts,
+    normalize_text,
+    score,
+    summarize_scores,
+)
 
 #: (reference, hypothesis) pairs as users and CTC models write them.
 PAIRS = [

@@ -11,12 +11,17 @@ import pyarrow.parquet as pq
 import soundfile
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.infer.chunk import chunk_params
-from transforms.infer.stitch import _Stitch
-from transforms.read.decode_items import AudioItem, _DecodeItem, bundle_name
-from transforms.read.resume import read_ids, table_patterns
-from transforms.records import LOGITS, ErrorRecord, InferredChunk, ItemResult
-from transforms.write.tables import PieceLimits, _WritePieces, errors_table, logits_table
+from wav2vec2_beam.transforms.infer.chunk import chunk_params
+from wav2vec2_beam.transforms.infer.stitch import _Stitch
+from wav2vec2_beam.transforms.read.decode_items import AudioItem, _DecodeItem, bundle_name
+from wav2vec2_beam.transforms.read.resume import read_ids, table_patterns
+from wav2vec2_beam.transforms.records import LOGITS, ErrorRecord, InferredChunk, ItemResult
+from wav2vec2_beam.transforms.write.tables import (
+    PieceLimits,
+    _WritePieces,
+    errors_table,
+    logits_table,
+)
 
 # ---------------------------------------------------------------- stitching as windows arrive
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.tokenizer import Wav2Vec2CTCTokenizer, Wav2Vec2CTCTokenizerOutput
+from wav2vec2_beam.models.tokenizer import Wav2Vec2CTCTokenizer, Wav2Vec2CTCTokenizerOutput
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 REFERENCE = FIXTURES / "reference"

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from models import TFWav2Vec2ForCTC, Wav2Vec2Config
-from models.loading import load_checkpoint_into
-from models.tf_layers import ctc_loss
+from wav2vec2_beam.models import TFWav2Vec2ForCTC, Wav2Vec2Config
+from wav2vec2_beam.models.loading import load_checkpoint_into
+from wav2vec2_beam.models.tf_layers import ctc_loss
 
 LV60 = str(Path(__file__).parent / "fixtures" / "checkpoints" / "lv60")
 DROPOUTS = ("hidden_dropout", "attention_dropout", "activation_dropout", "final_dropout")

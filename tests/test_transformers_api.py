@@ -21,7 +21,9 @@ import soundfile
 import tensorflow as tf
 import tf_keras as keras
 
-from models import (
+from tests.test_modeling import CHECKPOINTS, INPUTS, REFERENCE, assert_close, reference, single
+from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
+from wav2vec2_beam.models import (
     FlaxWav2Vec2ForCTC,
     FlaxWav2Vec2Model,
     TFWav2Vec2ForCTC,
@@ -31,10 +33,9 @@ from models import (
     Wav2Vec2Processor,
     Wav2Vec2ProcessorWithLM,
 )
-from tests.test_modeling import CHECKPOINTS, INPUTS, REFERENCE, assert_close, reference, single
 
 FIXTURES = Path(__file__).parent / "fixtures"
-DEMO = Path(__file__).resolve().parents[1] / "demo_model"
+DEMO = MODEL_DIR
 ATTENTIONS = dict(np.load(REFERENCE / "attentions.npz"))
 LM_REFERENCE = json.loads((REFERENCE / "lm_decode.json").read_text())
 LM_LOGITS = np.load(REFERENCE / "lm_decode.npz")
@@ -174,7 +175,7 @@ def demo_batch() -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Four held-out demo utterances, padded, with their transcripts as CTC labels (-100 pads)."""
     processor = Wav2Vec2Processor.from_pretrained(str(DEMO))
     names = [f"heldout/0{i}.flac" for i in range(4)]
-    audio = [soundfile.read(FIXTURES / "demo_heldout" / n.split("/")[1])[0] for n in names]
+    audio = [soundfile.read(HELDOUT_DIR / n.split("/")[1])[0] for n in names]
     inputs = processor(
         audio, sampling_rate=16_000, padding=True, return_attention_mask=True, return_tensors="np"
     )
@@ -345,9 +346,12 @@ def test_processor_with_lm_saves_what_it_loads(processor_with_lm, tmp_path) -> N
 def test_transformers_processor_with_lm_example_runs_with_only_the_import_changed() -> None:
     """transformers' Wav2Vec2ProcessorWithLM example (docs/MODELS.md) on the demo model and its
     shipped LM: the text transformers' processor gives on the reference's logits."""
-    from models import TFWav2Vec2ForCTC, Wav2Vec2ProcessorWithLM  # was: from transformers ...
+    from wav2vec2_beam.models import (  # was: from transformers ...
+        TFWav2Vec2ForCTC,
+        Wav2Vec2ProcessorWithLM,
+    )
 
-    speech, _ = soundfile.read(FIXTURES / "demo_heldout" / "00.flac")
+    speech, _ = soundfile.read(HELDOUT_DIR / "00.flac")
     processor = Wav2Vec2ProcessorWithLM.from_pretrained(str(DEMO))
     model = TFWav2Vec2ForCTC.from_pretrained(str(DEMO))
     inputs = processor(speech, sampling_rate=16_000, return_tensors="tf")

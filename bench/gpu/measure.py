@@ -30,8 +30,10 @@ import time
 from functools import partial
 from pathlib import Path
 
+from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
+
 REPO = Path(__file__).resolve().parents[2]
-HELD_OUT = sorted(glob.glob(str(REPO / "tests" / "fixtures" / "demo_heldout" / "*.flac")))
+HELD_OUT = sorted(glob.glob(str(HELDOUT_DIR / "*.flac")))
 CONFIGURATIONS = [("jax", "fp32"), ("jax", "bf16"), ("torch", "fp32"), ("torch", "bf16")]
 
 
@@ -64,8 +66,8 @@ def agreement(checkpoint: str, scale_head: float) -> dict:
     """Share of frames whose bf16 argmax equals the fp32 one, over the held-out recordings."""
     import soundfile
 
-    from models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
-    from models.feature_extraction import Wav2Vec2FeatureExtractor
+    from wav2vec2_beam.models import FlaxWav2Vec2ForCTC, FlaxWav2Vec2Runner
+    from wav2vec2_beam.models.feature_extraction import Wav2Vec2FeatureExtractor
 
     model = FlaxWav2Vec2ForCTC.from_pretrained(checkpoint)
     head = model.params["lm_head"]
@@ -84,7 +86,7 @@ def pipeline_row(python: str, model_dir: str, precision: str, out: Path) -> dict
     command = [
         python,
         "-m",
-        "pipeline",
+        "wav2vec2_beam",
         *[f"--input={path}" for path in HELD_OUT],
         f"--model_dir={model_dir}",
         f"--output_dir={output}",
@@ -112,7 +114,9 @@ def pipeline_row(python: str, model_dir: str, precision: str, out: Path) -> dict
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO), str(REPO / "src"), env.get("PYTHONPATH")])
+    )
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # each process's peak is then its own use
     return env
 
@@ -177,7 +181,7 @@ def main() -> None:
         )
         save()
     steps = [
-        ("agreement", lambda: agreement(str(REPO / "demo_model"), 1.0)),
+        ("agreement", lambda: agreement(str(MODEL_DIR), 1.0)),
         ("agreement", lambda: agreement(str(REPO / "bench" / "checkpoints" / "base"), 30.0)),
     ]
     try:
@@ -187,7 +191,7 @@ def main() -> None:
             steps.append(
                 (
                     "pipeline",
-                    partial(pipeline_row, sys.executable, str(REPO / "demo_model"), precision, out),
+                    partial(pipeline_row, sys.executable, str(MODEL_DIR), precision, out),
                 )
             )
     except ImportError as error:

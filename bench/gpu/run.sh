@@ -15,4 +15,6 @@ if ! "$PYTHON" -c "import apache_beam" 2>/dev/null && compgen -G "bench/gpu/whee
   export PYTHONPATH=/tmp/gpu-bench-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
+# The project is not installed there: its package from src/, bench/ from the root.
+export PYTHONPATH="$PWD:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" -m bench.gpu.measure "$@"

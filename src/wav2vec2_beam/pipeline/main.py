@@ -1,0 +1,432 @@
+"""The command (`python -m wav2vec2_beam`, console script `wav2vec2-beam`): check, build, run,
+summarize, exit.
+
+Exit status: 0 when the job ran, whatever happened to individual files (they are in the errors
+table); 2 for a bad command line; 3 for a model, or a language model, that cannot be loaded. Both refusals print one
+line, before anything is submitted, so a broken job never starts on a cluster. The model is
+checked by loading it exactly as a worker will (weights, feature extractor, tokenizer), because a
+checkpoint that fails on every worker would otherwise fail the job only after it was scheduled.
+
+One line means one line: the command line is checked before TensorFlow is imported (hence the
+late imports below), and while TensorFlow starts and the model is checked, the process's native
+stderr is held back (TensorFlow's C++ layer prints start-up notices there that no setting turns
+off) and written out only once the checks passed, without those notices unless `--verbose`.
+
+On the DirectRunner the job runs on Beam's FnApiRunner, which honours --direct_running_mode and
+--direct_num_workers. (Beam 2.77's DirectRunner would first try the Prism runner, which it
+downloads from GitHub at run time and which ignores those two flags.)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NoReturn
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
+
+from wav2vec2_beam.pipeline.options import (
+    OptionsError,
+    RunConfig,
+    beam_options_used,
+    check_against_model,
+    help_text,
+    parse_args,
+    resolve_outputs,
+)
+from wav2vec2_beam.transforms.write.folder import FolderBusy, SettingsDiffer, check_settings, locked
+from wav2vec2_beam.transforms.write.progress import (
+    DEFAULT_INTERVAL_S,
+    LOGGER,
+    ProgressReporter,
+    counters,
+    summarize,
+    summary_line,
+)
+from wav2vec2_beam.transforms.write.score import score_line, summarize_scores
+from wav2vec2_beam.transforms.write.tables import errors_table, write_empty_pieces, write_summary
+
+if TYPE_CHECKING:
+    from wav2vec2_beam.models.configuration import Wav2Vec2Config
+    from wav2vec2_beam.models.tokenizer import Wav2Vec2CTCTokenizer
+    from wav2vec2_beam.transforms.write.lm_decode import BeamDecoding
+
+EXIT_BAD_OPTIONS = 2
+EXIT_BAD_MODEL = 3
+
+_DIRECT_RUNNERS = ("directrunner", "direct", "switchingdirectrunner")
+
+
+class ModelLoadError(Exception):
+    """The checkpoint cannot be loaded; `str()` is the one line printed to the user."""
+
+
+class LanguageModelLoadError(Exception):
+    """The LM (the checkpoint's, or `--lm`) cannot be used; `str()` is the one line printed."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type, and its message with whitespace collapsed."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+@contextlib.contextmanager
+def held_native_stderr() -> Iterator[list[bytes]]:
+    """Send file descriptor 2 to a scratch file; the caller decides whether to replay it.
+
+    Yields a list that holds the captured bytes once the block has ended.
+    """
+    captured: list[bytes] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            captured.append(scratch.read())
+
+
+#: What TensorFlow's C++ layer prints on every start-up, before its logging is set up (so no
+#: setting silences it): notices about oneDNN, CUDA on a machine without a GPU, and the CPU
+#: instructions it was not compiled for. Nothing in them is about the job. Error lines are kept,
+#: but for cuInit's "unknown error" (303), which is what a machine without a CUDA driver gives.
+_STARTUP_NOTICES = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|[IW]\d{4} [\d:. ]+ +\d+ (port|cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard)"
+    rb"\.cc:\d+\]"
+    rb"|E\d{4} [\d:. ]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*\(303\)$"
+    rb"|To enable the following instructions: )"
+)
+
+
+def without_startup_notices(stderr: bytes) -> bytes:
+    """`stderr` without TensorFlow's start-up notices; every other line (a real warning or
+    error from TensorFlow, or anything else) is kept."""
+    lines = stderr.splitlines(keepends=True)
+    return b"".join(line for line in lines if not _STARTUP_NOTICES.match(line))
+
+
+def load_checked_model(
+    config: RunConfig,
+) -> tuple[RunConfig, Wav2Vec2Config, tuple[int, ...], BeamDecoding | None]:
+    """Read and check the checkpoint; returns our options with the outputs resolved against it
+    (`--outputs` left out means the head's default), its config, the hidden layers to write, and
+    the beam decoding of transcripts (None: greedy).
+
+    Raises `OptionsError` for options the checkpoint cannot serve, `ModelLoadError` when any
+    file a worker needs cannot be loaded, `LanguageModelLoadError` for an unusable LM.
+    """
+    from wav2vec2_beam.models.configuration import load_checked_config
+    from wav2vec2_beam.models.loading import check_checkpoint
+    from wav2vec2_beam.models.tokenizer import Wav2Vec2CTCTokenizer
+    from wav2vec2_beam.pipeline.graph import inference_spec
+    from wav2vec2_beam.transforms.infer.model_handler import LoadedWav2Vec2, keep_for_this_process
+
+    try:
+        model = load_checked_config(config.model_dir)
+    except Exception as error:
+        raise ModelLoadError(one_line(error)) from error
+    config = resolve_outputs(config, model)
+    hidden_layers = check_against_model(config, model)
+    if "transcripts" not in config.outputs and (config.decoder or config.lm):
+        raise OptionsError("--decoder and --lm decode transcripts, which this run does not write")
+    try:
+        # The checks that need no model first: a broken folder is refused in a second or two,
+        # before TensorFlow is loaded or any variable is built.
+        check_checkpoint(config.model_dir, model)
+        tokenizer = None
+        if "transcripts" in config.outputs:
+            tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(config.model_dir)
+            check_vocabulary_width(tokenizer, model)
+        checked = LoadedWav2Vec2(inference_spec(config, model, hidden_layers))
+    except Exception as error:
+        raise ModelLoadError(one_line(error)) from error
+    decoding = None if tokenizer is None else checked_decoding(config, model, tokenizer)
+    keep_for_this_process(checked)  # only now: every check passed, so run() will drop it
+    return config, model, hidden_layers, decoding
+
+
+def check_vocabulary_width(tokenizer: Wav2Vec2CTCTokenizer, model: Wav2Vec2Config) -> None:
+    """Refuse a vocab.json with an id the logits do not have (it would decode as nothing)."""
+    beyond = [
+        (token, index) for token, index in tokenizer.encoder.items() if index >= model.vocab_size
+    ]
+    if beyond:
+        token, index = beyond[0]
+        raise ValueError(
+            f"vocab.json: token {token!r} has id {index}, beyond the model's {model.vocab_size} "
+            "logits (vocab_size in config.json)"
+        )
+
+
+def checked_decoding(
+    config: RunConfig, model: Wav2Vec2Config, tokenizer: Wav2Vec2CTCTokenizer
+) -> BeamDecoding | None:
+    """`plan_decoding` for this run; `LanguageModelLoadError` when the LM cannot be used."""
+    from wav2vec2_beam.models.ctc_beam_search import AlphabetError
+    from wav2vec2_beam.models.language_model import LanguageModelError
+    from wav2vec2_beam.transforms.write.lm_decode import plan_decoding
+
+    try:
+        return plan_decoding(
+            decoder=config.decoder,
+            checkpoint=config.model_dir,
+            lm_path=config.lm,
+            tokens_by_id=[tokenizer.convert_ids_to_tokens(i) for i in range(model.vocab_size)],
+            word_delimiter=tokenizer.word_delimiter_token,
+            blank=tokenizer.pad_token,
+            seconds_per_frame=model.inputs_to_logits_ratio / 16_000,
+            options=config.beam_search_options(),
+            alpha=config.lm_alpha,
+            beta=config.lm_beta,
+        )
+    except (LanguageModelError, AlphabetError, OSError, ValueError) as error:
+        raise LanguageModelLoadError(" ".join(str(error).split())) from error
+
+
+def drop_kept_model(collect: bool = True) -> None:
+    """Forget the model the launcher's check loaded, when no worker of this process will use it;
+    with `collect`, free its memory now (its traced function holds reference cycles)."""
+    from wav2vec2_beam.transforms.infer.model_handler import keep_for_this_process
+
+    keep_for_this_process(None)
+    if collect:
+        gc.collect()
+
+
+def new_run_id() -> str:
+    """UTC start time and a random suffix: sortable, and unique across concurrent runs."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def make_pipeline(options: PipelineOptions) -> tuple[beam.Pipeline, bool]:
+    """The Pipeline to run, and whether it runs locally on the DirectRunner's engine."""
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or runner.lower() in _DIRECT_RUNNERS:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return beam.Pipeline(runner=FnApiRunner(), options=options), True
+    return beam.Pipeline(options=options), False
+
+
+def run(argv: Sequence[str]) -> int:
+    """The whole command; returns the exit status."""
+    try:
+        options, config = parse_args(argv)
+    except OptionsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+    run_id = new_run_id()
+    if options.view_as(TestOptions).dry_run:  # builds the job only: nothing is written
+        return check_and_run(options, config, run_id)
+    try:
+        # Held from the start, so that a second run into the folder is refused at once.
+        with locked(config.output_dir, run_id):
+            return check_and_run(options, config, run_id)
+    except FolderBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+
+
+def check_and_run(options: PipelineOptions, config: RunConfig, run_id: str) -> int:
+    """Check the model, then build and run the job; returns the exit status."""
+    with held_native_stderr() as held:
+        try:
+            config, model, hidden_layers, decoding = load_checked_model(config)
+        except OptionsError as error:
+            refusal = (EXIT_BAD_OPTIONS, f"error: {error}")
+        except ModelLoadError as error:
+            refusal = (
+                EXIT_BAD_MODEL,
+                f"error: cannot load the model in {config.model_dir}: {error}",
+            )
+        except LanguageModelLoadError as error:
+            refusal = (EXIT_BAD_MODEL, f"error: cannot use the language model: {error}")
+        else:
+            refusal = None
+    if refusal is not None:
+        print(refusal[1], file=sys.stderr)
+        return refusal[0]
+    sys.stderr.buffer.write(held[0] if config.verbose else without_startup_notices(held[0]))
+
+    try:
+        return run_job(options, config, model, hidden_layers, decoding, run_id)
+    finally:
+        # Kept but not taken (a dry run, a run with nothing to infer, a failure): nothing runs
+        # after this, so the garbage collector may free it whenever it runs.
+        drop_kept_model(collect=False)
+
+
+def run_job(
+    options: PipelineOptions,
+    config: RunConfig,
+    model: Wav2Vec2Config,
+    hidden_layers: tuple[int, ...],
+    decoding: BeamDecoding | None,
+    run_id: str,
+) -> int:
+    """Build and run the job on a checked configuration; returns the exit status."""
+    from wav2vec2_beam.pipeline.graph import build_pipeline
+
+    pipeline, local = make_pipeline(options)
+    if not local or options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        drop_kept_model()  # the workers are other processes: the check's copy is not needed
+    progress_dir = tempfile.mkdtemp(prefix="wav2vec2-progress-") if local else None
+    build_pipeline(
+        pipeline,
+        config,
+        model,
+        hidden_layers,
+        run_id,
+        progress_dir,
+        reshuffle=not local,
+        decoding=decoding,
+    )
+    if decoding is not None:
+        LOGGER.info("transcripts: %s", decoding.describe())
+    if options.view_as(TestOptions).dry_run:
+        if not local:  # a remote runner builds its job request, and stops before submitting it
+            pipeline.run()
+        print(f"dry run: the job for run {run_id} was built and not submitted")
+        return 0
+    try:
+        settings = config.table_settings(hidden_layers)
+        check_settings(config.output_dir, settings, resuming=config.skip_existing)
+    except SettingsDiffer as error:
+        if progress_dir is not None:
+            shutil.rmtree(progress_dir, ignore_errors=True)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+    return run_built(
+        pipeline, options, progress_dir, config, model, hidden_layers, decoding, run_id
+    )
+
+
+def run_built(
+    pipeline: beam.Pipeline,
+    options: PipelineOptions,
+    progress_dir: str | None,
+    config: RunConfig,
+    model: Wav2Vec2Config,
+    hidden_layers: tuple[int, ...],
+    decoding: BeamDecoding | None,
+    run_id: str,
+) -> int:
+    """Run the built job (the output folder held by `run`) and write its summary."""
+    from wav2vec2_beam.pipeline.graph import table_specs
+
+    LOGGER.info("run %s: writing to %s", run_id, config.output_dir)
+    start = time.time()
+    try:
+        if progress_dir is None:
+            result = pipeline.run()
+            result.wait_until_finish()
+        else:
+            with ProgressReporter(progress_dir, start, DEFAULT_INTERVAL_S):
+                result = pipeline.run()
+                result.wait_until_finish()
+    finally:
+        if progress_dir is not None:
+            shutil.rmtree(progress_dir, ignore_errors=True)
+    write_empty_pieces(
+        [*table_specs(config, model, hidden_layers), errors_table()], config.output_dir, run_id
+    )
+    used = {
+        **asdict(config),
+        "decoding": "greedy" if decoding is None else decoding.describe(),
+        "hidden_layers": list(hidden_layers),
+        "beam": beam_options_used(options),
+    }
+    found = counters(result)
+    summary = {
+        "run_id": run_id,
+        **summarize(result, time.time() - start, used),
+        "skipped_existing": found.get("items_skipped", 0),
+        **summarize_scores(found),
+    }
+    write_summary(config.output_dir, run_id, summary)
+    print(summary_line(summary))
+    if summary["wer"] is not None:
+        print(score_line(summary))
+    print(f"output: {config.output_dir} (run {run_id})")
+    return 0
+
+
+def _not_beam_resource_warning(record: logging.LogRecord) -> bool:
+    """Drop Beam 2.77's warning on every model load that the `resource` module is missing.
+
+    It is there; RunInference only thinks so because an optional import beside it (its
+    ModelManager) fails without torch, so the warning says nothing about this job.
+    """
+    return not record.getMessage().startswith("Resource module is not available")
+
+
+def _configure_logging() -> None:
+    """Our progress lines at INFO on stderr; Beam's and TensorFlow's loggers stay at WARNING."""
+    if LOGGER.handlers:
+        return
+    logging.getLogger().addFilter(_not_beam_resource_warning)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's Python-level chatter
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        return 0
+    _configure_logging()
+    return run(argv)
+
+
+def cli() -> NoReturn:
+    """`python -m wav2vec2_beam` and the console script: `main`, then `exit_now`."""
+    exit_now(main())
+
+
+def exit_now(status: int) -> NoReturn:
+    """The quickest clean exit.
+
+    The decoding processes are stopped and waited for, the exit handlers run (logging's flush,
+    multiprocessing's and temporary files' clean-up) and stdio is flushed, but the interpreter's
+    own teardown is skipped: clearing TensorFlow's and Beam's thousands of modules and objects
+    took 1.5 s of every run (base, 2 vCPUs of a Zen 4), 2% of a 20-minute corpus, after
+    everything was written.
+    """
+    from wav2vec2_beam.transforms.write.lm_decode import close_shared_pool
+
+    close_shared_pool()  # before the exit handlers: multiprocessing's would wait on its processes
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or a broken pipe
+            stream.flush()
+    os._exit(status)

@@ -1,0 +1,528 @@
+"""Command-line options: ours as a Beam `PipelineOptions` subclass, checked into a `RunConfig`.
+
+Being a PipelineOptions subclass is what lets every Beam flag (--runner, --direct_running_mode,
+--direct_num_workers, Dataflow's --project/--region/--temp_location...) sit beside ours on one
+command line. Beam itself drops flags it does not know with a warning and exits on a bad value with
+a usage screen; a typo in a flag would then silently run with a default, so `parse_args` parses
+the whole command line with every registered PipelineOptions class and turns any problem into an
+`OptionsError` with a one-line message. Checks that need the checkpoint's config (which outputs
+its head can give, the hidden layers it has, the receptive field) are in `check_against_model`,
+and `--outputs` left out means the head's own product (`resolve_outputs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from wav2vec2_beam.models import BACKENDS
+from wav2vec2_beam.models.batching import PRECISIONS
+from wav2vec2_beam.models.ctc_beam_search import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_HOTWORD_WEIGHT,
+    BeamSearchOptions,
+)
+from wav2vec2_beam.transforms.infer.chunk import ChunkParams, chunk_params
+from wav2vec2_beam.transforms.read.inputs import INPUT_FORMATS
+from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
+from wav2vec2_beam.transforms.write.pool import POOLINGS
+from wav2vec2_beam.transforms.write.tables import DEFAULT_LIMITS, FEATURE_DTYPES, PieceLimits
+
+if TYPE_CHECKING:
+    from wav2vec2_beam.models.configuration import Wav2Vec2Config
+
+OUTPUT_NAMES = ("transcripts", "logits", "hidden_states", "classifications", "codes")
+
+#: What each checkpoint head (config.json `architectures`) can give, among `OUTPUT_NAMES`.
+HEAD_OUTPUTS = {
+    "Wav2Vec2ForCTC": frozenset({"transcripts", "logits", "hidden_states"}),
+    "Wav2Vec2Model": frozenset({"hidden_states"}),
+    "Wav2Vec2ForSequenceClassification": frozenset({"classifications", "hidden_states"}),
+    "Wav2Vec2ForPreTraining": frozenset({"codes", "hidden_states"}),
+}
+
+#: What each head writes when `--outputs` is left out: what the checkpoint was made for, so that
+#: one command line serves any checkpoint.
+DEFAULT_OUTPUTS = {
+    "Wav2Vec2ForCTC": ("transcripts",),
+    "Wav2Vec2Model": ("hidden_states",),
+    "Wav2Vec2ForSequenceClassification": ("classifications",),
+    "Wav2Vec2ForPreTraining": ("codes",),
+}
+
+#: `--decoder`: CTC decoding of transcripts.
+DECODERS = ("greedy", "beam")
+
+#: Codes are written as int16, so a codevector group may hold at most this many entries.
+MAX_CODEVECTORS_PER_GROUP = 2**15
+
+
+class OptionsError(ValueError):
+    """A bad command line; `str()` is the one line printed to the user."""
+
+
+class Wav2Vec2Options(PipelineOptions):
+    """This pipeline's flags (docs/USAGE.md says what each one does)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--input",
+            action="append",
+            help="Audio files, WebDataset .tar shards, Parquet audio datasets or JSONL "
+            "manifests: a path, URI, glob or brace range (local or gs://); repeat for several.",
+        )
+        parser.add_argument("--model_dir", help="Hugging Face checkpoint folder (local or gs://).")
+        parser.add_argument("--output_dir", help="Folder for the tables (local or gs://).")
+        parser.add_argument(
+            "--outputs",
+            help=f"Comma-separated tables among {','.join(OUTPUT_NAMES)} (default: the "
+            "checkpoint head's own: transcripts for CTC, classifications for sequence "
+            "classification, codes for pretraining, hidden_states for the bare encoder).",
+        )
+        parser.add_argument(
+            "--hidden_layers",
+            default="-1",
+            help="Hidden states to write: -1 (last, default), all, or indices like 0,6,12.",
+        )
+        parser.add_argument(
+            "--feature_dtype",
+            default="float32",
+            help="float32 (default) or float16, for the logits and hidden_states tables.",
+        )
+        parser.add_argument(
+            "--chunk_length_s",
+            type=finite_float,
+            default=30.0,
+            help="Window length for long files, as the HF ASR pipeline's (0: never chunk).",
+        )
+        parser.add_argument(
+            "--stride_length_s",
+            help="Window overlap each side, or left,right (default chunk_length_s / 6).",
+        )
+        parser.add_argument(
+            "--batch_size", type=int, default=16, help="Most windows per forward pass."
+        )
+        parser.add_argument(
+            "--max_batch_audio_s",
+            type=finite_float,
+            default=120.0,
+            help="Most padded audio seconds per forward pass.",
+        )
+        parser.add_argument(
+            "--precision",
+            default="float32",
+            help=f"Matmul precision, one of {','.join(PRECISIONS)} (default float32).",
+        )
+        parser.add_argument(
+            "--jit_compile",
+            action="store_true",
+            help="Compile the TF forward pass with XLA (the jax backend always compiles).",
+        )
+        parser.add_argument(
+            "--backend",
+            default="tf",
+            help=f"The model's backend, one of {','.join(BACKENDS)} (default tf).",
+        )
+        parser.add_argument(
+            "--share_model_across_processes",
+            action="store_true",
+            help="One model per machine, shared by all SDK processes (one per GPU).",
+        )
+        parser.add_argument(
+            "--input_format",
+            default="auto",
+            help=f"What the inputs are, one of {','.join(INPUT_FORMATS)} (default auto: by name, "
+            ".tar WebDataset shards, .parquet, .jsonl/.json manifests, anything else audio).",
+        )
+        parser.add_argument("--audio_column", help="Parquet: the audio column (default audio).")
+        parser.add_argument(
+            "--text_column",
+            help="Parquet column, manifest or tar-JSON field of the reference text (default: "
+            "the first of text, sentence, transcription, transcript).",
+        )
+        parser.add_argument(
+            "--id_column",
+            help="Parquet column or manifest field of the item id (default id when present, "
+            "else <file>#<row or line>).",
+        )
+        parser.add_argument(
+            "--skip_existing",
+            action="store_true",
+            help="Leave out the ids already in --output_dir's tables (resume a run).",
+        )
+        parser.add_argument(
+            "--piece_items",
+            type=int,
+            default=DEFAULT_LIMITS.items,
+            help="Cut a piece of the tables (one Parquet file each) after this many items "
+            f"(default {DEFAULT_LIMITS.items}).",
+        )
+        parser.add_argument(
+            "--piece_mb",
+            type=finite_float,
+            default=DEFAULT_LIMITS.megabytes,
+            help="... or once its rows hold about this many MB of features "
+            f"(default {DEFAULT_LIMITS.megabytes:g}).",
+        )
+        parser.add_argument(
+            "--piece_seconds",
+            type=finite_float,
+            default=DEFAULT_LIMITS.seconds,
+            help="... or once its oldest row has waited this many seconds "
+            f"(default {DEFAULT_LIMITS.seconds:g}).",
+        )
+        parser.add_argument(
+            "--decoder",
+            help=f"Transcripts: one of {','.join(DECODERS)}. Default: beam (with the LM) when the "
+            "checkpoint ships a language_model/ folder or --lm is given, else greedy.",
+        )
+        parser.add_argument(
+            "--lm",
+            help="An ARPA or KenLM binary (local or gs://) to decode with, instead of the "
+            "checkpoint's own LM; a binary needs unigrams.txt beside it. Implies --decoder beam.",
+        )
+        parser.add_argument(
+            "--beam_width",
+            type=int,
+            default=DEFAULT_BEAM_WIDTH,
+            help=f"Beam search: hypotheses kept per frame (default {DEFAULT_BEAM_WIDTH}).",
+        )
+        parser.add_argument(
+            "--lm_alpha",
+            type=finite_float,
+            help="Beam search: the LM's weight (default: the LM's attrs.json, else 0.5).",
+        )
+        parser.add_argument(
+            "--lm_beta",
+            type=finite_float,
+            help="Beam search: the bonus per word (default: the LM's attrs.json, else 1.5).",
+        )
+        parser.add_argument(
+            "--hotwords",
+            help="Beam search: comma-separated words or phrases to favour, e.g. 'KUBERNETES,"
+            "APACHE BEAM'; they need not be in the LM.",
+        )
+        parser.add_argument(
+            "--hotword_weight",
+            type=finite_float,
+            default=DEFAULT_HOTWORD_WEIGHT,
+            help=f"Beam search: the score added per hotword (default {DEFAULT_HOTWORD_WEIGHT:g}).",
+        )
+        parser.add_argument(
+            "--decode_processes",
+            type=int,
+            default=0,
+            help="Beam search: decoding processes beside the model on each worker process "
+            "(default 0: one fewer than the machine's cores, at least 1).",
+        )
+        parser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="Also show TensorFlow's start-up notices (oneDNN, CUDA, CPU instructions).",
+        )
+        parser.add_argument(
+            "--pool",
+            default="none",
+            help=f"One of {','.join(POOLINGS)}: mean also writes one mean-pooled vector per "
+            "item and --hidden_layers layer (table pooled_hidden_states).",
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Our options, checked and parsed."""
+
+    inputs: tuple[str, ...]
+    model_dir: str
+    output_dir: str
+    #: The tables to write; empty until `resolve_outputs` fills in the head's default.
+    outputs: tuple[str, ...]
+    #: "all", or the layer indices as given (negative ones count from the last).
+    hidden_layers: str | tuple[int, ...]
+    feature_dtype: str
+    chunk_length_s: float
+    stride_length_s: tuple[float, float] | None
+    batch_size: int
+    max_batch_audio_s: float
+    precision: str
+    jit_compile: bool
+    share_model_across_processes: bool
+    #: The model's backend, "tf" or "jax" (`models.BACKENDS`).
+    backend: str = "tf"
+    #: `--input_format` and the column flags (see transforms/read/corpus.py).
+    input_format: str = "auto"
+    audio_column: str | None = None
+    text_column: str | None = None
+    id_column: str | None = None
+    skip_existing: bool = False
+    pool: str = "none"
+    #: When the writers cut a piece (`--piece_items`, `--piece_mb`, `--piece_seconds`).
+    piece_limits: PieceLimits = DEFAULT_LIMITS
+    #: `--decoder`: "greedy", "beam", or None (beam when an LM is there).
+    decoder: str | None = None
+    lm: str | None = None
+    beam_width: int = DEFAULT_BEAM_WIDTH
+    lm_alpha: float | None = None
+    lm_beta: float | None = None
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
+    #: `--decode_processes`; 0 means one fewer than the machine's cores (at least 1).
+    decode_processes: int = 0
+    #: `--verbose`: show TensorFlow's start-up notices too.
+    verbose: bool = False
+
+    def beam_search_options(self) -> BeamSearchOptions:
+        return BeamSearchOptions(
+            beam_width=self.beam_width,
+            hotwords=self.hotwords,
+            hotword_weight=self.hotword_weight,
+        )
+
+    @property
+    def decoding_processes(self) -> int:
+        return self.decode_processes or max(1, (os.cpu_count() or 1) - 1)
+
+    def chunking(self, align_to: int) -> ChunkParams | None:
+        """The window geometry in samples (None: no chunking), as the reference derives it."""
+        return chunk_params(self.chunk_length_s, self.stride_length_s, align_to)
+
+    @property
+    def max_batch_samples(self) -> int:
+        return int(self.max_batch_audio_s * TARGET_SAMPLE_RATE)
+
+    def table_settings(self, hidden_layers: Sequence[int]) -> dict[str, object]:
+        """The settings that shape the tables' rows: a resume must keep them
+        (`transforms.write.folder.check_settings`)."""
+        local = os.path.isdir(self.model_dir)
+        return {
+            "model_dir": os.path.abspath(self.model_dir) if local else self.model_dir,
+            "outputs": list(self.outputs),
+            "hidden_layers": list(hidden_layers),
+            "feature_dtype": self.feature_dtype,
+            "pool": self.pool,
+            "chunk_length_s": self.chunk_length_s,
+            "stride_length_s": self.stride_length_s,
+            "precision": self.precision,
+            "backend": self.backend,
+            "decoder": self.decoder,
+            "lm": self.lm,
+            "beam_width": self.beam_width,
+            "lm_alpha": self.lm_alpha,
+            "lm_beta": self.lm_beta,
+            "hotwords": list(self.hotwords),
+            "hotword_weight": self.hotword_weight,
+        }
+
+
+def finite_float(text: str) -> float:
+    """A number flag's value: Python's float() also takes `inf` and `nan`, which no flag means."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _raise(message: str) -> None:
+    raise OptionsError(message)
+
+
+def _all_options_parser() -> argparse.ArgumentParser:
+    """A parser that knows every registered PipelineOptions flag, and raises instead of exiting."""
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # how Beam itself collects every flag
+    parser.error = _raise  # type: ignore[method-assign]
+    return parser
+
+
+def help_text() -> str:
+    """Usage of this pipeline's own flags (Beam's are documented by Beam)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m wav2vec2_beam",
+        description="Run Wav2Vec2 over audio files with Apache Beam and write Parquet tables. "
+        "Any Apache Beam pipeline option (--runner, --direct_num_workers, Dataflow's) is "
+        "accepted too.",
+    )
+    Wav2Vec2Options._add_argparse_args(parser)
+    return parser.format_help()
+
+
+def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
+    """Beam's options and our checked `RunConfig` from a command line; raises `OptionsError`."""
+    argv = list(argv)
+    _, unknown = _all_options_parser().parse_known_args(argv)
+    if unknown:
+        raise OptionsError(f"unrecognized arguments: {' '.join(unknown)}")
+    options = PipelineOptions(argv)
+    ours = options.view_as(Wav2Vec2Options)
+    for name in ("input", "model_dir", "output_dir"):
+        if not getattr(ours, name):
+            raise OptionsError(f"--{name} is required")
+    given = ours.outputs
+    outputs = tuple(name.strip() for name in (given or "").split(",") if name.strip())
+    unknown_outputs = [name for name in outputs if name not in OUTPUT_NAMES]
+    if unknown_outputs or (given is not None and not outputs):
+        raise OptionsError(
+            f"--outputs {ours.outputs!r}: choose among {','.join(OUTPUT_NAMES)}, comma-separated"
+        )
+    if ours.feature_dtype not in FEATURE_DTYPES:
+        raise OptionsError(f"--feature_dtype must be one of {','.join(FEATURE_DTYPES)}")
+    if ours.precision not in PRECISIONS:
+        raise OptionsError(f"--precision must be one of {','.join(PRECISIONS)}")
+    if ours.backend not in BACKENDS:
+        raise OptionsError(f"--backend must be one of {','.join(BACKENDS)}")
+    if ours.jit_compile and ours.backend != "tf":
+        raise OptionsError("--jit_compile is for --backend tf: the jax backend always compiles")
+    if ours.batch_size < 1:
+        raise OptionsError("--batch_size must be at least 1")
+    if not ours.max_batch_audio_s > 0:
+        raise OptionsError("--max_batch_audio_s must be positive")
+    if not (ours.chunk_length_s >= 0 and math.isfinite(ours.chunk_length_s)):
+        raise OptionsError("--chunk_length_s must be 0 (no chunking) or a positive number")
+    if ours.input_format not in INPUT_FORMATS:
+        raise OptionsError(f"--input_format must be one of {','.join(INPUT_FORMATS)}")
+    if ours.pool not in POOLINGS:
+        raise OptionsError(f"--pool must be one of {','.join(POOLINGS)}")
+    if ours.piece_items < 1 or not ours.piece_mb > 0 or not ours.piece_seconds > 0:
+        raise OptionsError("--piece_items, --piece_mb and --piece_seconds must be positive")
+    if ours.decoder is not None and ours.decoder not in DECODERS:
+        raise OptionsError(f"--decoder must be one of {','.join(DECODERS)}")
+    if ours.lm and ours.decoder == "greedy":
+        raise OptionsError("--lm needs --decoder beam (greedy decoding uses no LM)")
+    if ours.beam_width < 1:
+        raise OptionsError("--beam_width must be at least 1")
+    if ours.decode_processes < 0:
+        raise OptionsError("--decode_processes must be 0 (automatic) or more")
+    hotwords = tuple(
+        " ".join(phrase.split()) for phrase in (ours.hotwords or "").split(",") if phrase.strip()
+    )
+    config = RunConfig(
+        inputs=tuple(ours.input),
+        model_dir=ours.model_dir,
+        output_dir=ours.output_dir,
+        outputs=tuple(dict.fromkeys(outputs)),
+        hidden_layers=_parse_layers(ours.hidden_layers),
+        feature_dtype=ours.feature_dtype,
+        chunk_length_s=ours.chunk_length_s,
+        stride_length_s=_parse_stride(ours.stride_length_s),
+        batch_size=ours.batch_size,
+        max_batch_audio_s=ours.max_batch_audio_s,
+        precision=ours.precision,
+        jit_compile=ours.jit_compile,
+        backend=ours.backend,
+        share_model_across_processes=ours.share_model_across_processes,
+        input_format=ours.input_format,
+        audio_column=ours.audio_column,
+        text_column=ours.text_column,
+        id_column=ours.id_column,
+        skip_existing=ours.skip_existing,
+        pool=ours.pool,
+        piece_limits=PieceLimits(ours.piece_items, ours.piece_mb, ours.piece_seconds),
+        decoder=ours.decoder,
+        lm=ours.lm,
+        beam_width=ours.beam_width,
+        lm_alpha=ours.lm_alpha,
+        lm_beta=ours.lm_beta,
+        hotwords=hotwords,
+        hotword_weight=ours.hotword_weight,
+        decode_processes=ours.decode_processes,
+        verbose=ours.verbose,
+    )
+    return options, config
+
+
+def beam_options_used(options: PipelineOptions) -> dict[str, object]:
+    """The Beam flags given on the command line (ours are in `RunConfig`), for summary.json."""
+    ours = options.view_as(Wav2Vec2Options).get_all_options(current_only=True)
+    given = options.get_all_options(drop_default=True)
+    return {name: value for name, value in given.items() if name not in ours}
+
+
+def _parse_layers(text: str) -> str | tuple[int, ...]:
+    if text.strip() == "all":
+        return "all"
+    try:
+        layers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise OptionsError(
+            f"--hidden_layers {text!r}: use -1, all, or comma-separated indices like 0,6,12"
+        ) from None
+    return tuple(dict.fromkeys(layers))
+
+
+def _parse_stride(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        parts = [float(part) for part in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not all(p >= 0 and math.isfinite(p) for p in parts):
+        raise OptionsError(
+            f"--stride_length_s {text!r}: use seconds for both sides (5) or left,right (4,2)"
+        )
+    return (parts[0], parts[-1])
+
+
+def resolve_outputs(config: RunConfig, model: Wav2Vec2Config) -> RunConfig:
+    """`config` with `--outputs` defaulted, when left out, to what the checkpoint's head is for."""
+    if config.outputs:
+        return config
+    return replace(config, outputs=DEFAULT_OUTPUTS.get(model.architecture, ()))
+
+
+def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, ...]:
+    """Check the options against the checkpoint; returns the hidden layers to write (0-based).
+
+    `--outputs` left out is checked as `resolve_outputs` fills it in. The hidden layers are
+    indices into the reference's `hidden_states` (0 is the encoder's input, `num_hidden_layers`
+    the last), with negative indices counted from the end; an empty tuple when neither the hidden_states
+    table nor pooled vectors (`--pool`) are asked for.
+    """
+    head = model.architecture
+    outputs = resolve_outputs(config, model).outputs
+    possible = HEAD_OUTPUTS.get(head, frozenset())
+    missing = [name for name in outputs if name not in possible]
+    if missing:
+        hint = ""
+        if {"transcripts", "logits"} & set(missing):
+            hint = "; transcripts and logits need a Wav2Vec2ForCTC checkpoint"
+        raise OptionsError(
+            f"--outputs {','.join(missing)}: the checkpoint's head {head} cannot give it "
+            f"(it gives {','.join(sorted(possible)) or 'nothing this pipeline writes'}{hint})"
+        )
+    if "codes" in outputs and model.num_codevectors_per_group > MAX_CODEVECTORS_PER_GROUP:
+        raise OptionsError(
+            f"--outputs codes: the checkpoint has {model.num_codevectors_per_group} codevectors "
+            f"per group, more than the codes table's int16 holds ({MAX_CODEVECTORS_PER_GROUP})"
+        )
+    try:
+        params = config.chunking(model.inputs_to_logits_ratio)
+    except ValueError as error:
+        raise OptionsError(f"--chunk_length_s/--stride_length_s: {error}") from None
+    if params is not None and params.stride_left + params.stride_right < model.receptive_field:
+        raise OptionsError(
+            "--stride_length_s: the two strides must add up to at least the model's receptive "
+            f"field ({model.receptive_field / TARGET_SAMPLE_RATE:.3f} s), or the last window of "
+            "some files would be too short for the model"
+        )
+    if "hidden_states" not in outputs and config.pool == "none":
+        return ()
+    count = model.num_hidden_layers + 1
+    if config.hidden_layers == "all":
+        return tuple(range(count))
+    wrong = [layer for layer in config.hidden_layers if not -count <= layer < count]
+    if wrong:
+        raise OptionsError(
+            f"--hidden_layers {','.join(map(str, wrong))}: the model has hidden states "
+            f"0..{count - 1} (or -{count}..-1)"
+        )
+    return tuple(dict.fromkeys(layer % count for layer in config.hidden_layers))
