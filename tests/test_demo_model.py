@@ -33,7 +33,7 @@ import soundfile
 
 from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
 from wav2vec2_beam.demo import corpus as demo_corpus
-from wav2vec2_beam.demo.evaluate import error_rates, transcribe
+from wav2vec2_beam.demo.evaluate import OUT_OF_DOMAIN, error_rates, transcribe
 from wav2vec2_beam.models import TFWav2Vec2ForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Runner
 from wav2vec2_beam.pipeline.main import main as run_pipeline
 
@@ -145,7 +145,7 @@ def test_pipeline_with_the_shipped_lm_gives_transformers_transcripts(
 def test_the_shipped_lm_does_no_harm_outside_the_demo_vocabulary(tmp_path) -> None:
     """Sentences mostly outside the demo's 672 words (demo/out_of_domain.txt), spoken by
     espeak-ng in training voices: `run_local.sh`'s default (the LM) against greedy decoding."""
-    sentences = (REPO / "demo" / "out_of_domain.txt").read_text().splitlines()
+    sentences = OUT_OF_DOMAIN.read_text().splitlines()
     plans = demo_corpus.plan_utterances(
         sentences, demo_corpus.TRAINING_VOICES, 4242, band_limit=False
     )
