@@ -29,7 +29,7 @@ from wav2vec2_beam.transforms.read.decode_items import UNREAD, AudioItem
 from wav2vec2_beam.transforms.read.inputs import MatchInputs, expand_braces, infer_kind
 from wav2vec2_beam.transforms.read.manifest import read_manifest
 from wav2vec2_beam.transforms.read.parquet_audio import ParquetColumns, read_parquet_file
-from wav2vec2_beam.transforms.read.resume import ReadExistingIds, done_ids
+from wav2vec2_beam.transforms.read.resume import ReadExistingIds, SkipList, done_ids
 from wav2vec2_beam.transforms.read.webdataset import read_shard, split_member_name
 
 
@@ -304,7 +304,7 @@ def test_compressed_shards_stream_too(ten_samples: tuple[Path, bytes], tmp_path:
 def test_done_samples_are_left_out(ten_samples: tuple[Path, bytes]) -> None:
     shard, _ = ten_samples
     done = frozenset(f"{shard}#k{index}" for index in range(0, 10, 2))
-    items, errors = split(list(read_shard(str(shard), done, None)))
+    items, errors = split(list(read_shard(str(shard), SkipList(done), None)))
     assert list(items) == [f"{shard}#k{index}" for index in range(1, 10, 2)] and errors == {}
 
 
@@ -379,7 +379,7 @@ def test_done_row_groups_are_not_read(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
     done = frozenset({f"{path}#0", f"{path}#1", f"{path}#3"})
-    items, errors = split(list(read_parquet_file(str(path), done, ParquetColumns())))
+    items, errors = split(list(read_parquet_file(str(path), SkipList(done), ParquetColumns())))
     assert list(items) == [f"{path}#2", f"{path}#4", f"{path}#5"] and errors == {}
     assert read_groups == [1, 2]
 

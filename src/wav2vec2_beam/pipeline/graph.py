@@ -131,7 +131,7 @@ def build_pipeline(
     read = (
         pipeline
         | "Inputs" >> beam.Create(list(config.inputs))
-        | "ReadCorpus" >> ReadCorpus(corpus, done=done)
+        | "ReadCorpus" >> ReadCorpus(corpus, done=done, progress_dir=progress_dir)
     )
     items = read[ITEMS_TAG]
     if reshuffle:

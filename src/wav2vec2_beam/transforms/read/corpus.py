@@ -33,7 +33,7 @@ from wav2vec2_beam.transforms.read.ids import file_id, path_text, special_file
 from wav2vec2_beam.transforms.read.inputs import MatchInputs, expand_braces
 from wav2vec2_beam.transforms.read.manifest import read_manifest
 from wav2vec2_beam.transforms.read.parquet_audio import ParquetColumns, read_parquet_file
-from wav2vec2_beam.transforms.read.resume import skipped_counter
+from wav2vec2_beam.transforms.read.resume import SkipList
 from wav2vec2_beam.transforms.read.webdataset import read_shard
 from wav2vec2_beam.transforms.records import ERRORS_TAG, ErrorRecord
 
@@ -65,12 +65,14 @@ class _ReadFiles(beam.DoFn):
     The ids to leave out come as the side input `skip` (see `transforms.read.resume`).
     """
 
-    def __init__(self, corpus: CorpusOptions) -> None:
+    def __init__(self, corpus: CorpusOptions, progress_dir: str | None = None) -> None:
         self._corpus = corpus
+        self._progress_dir = progress_dir
 
     def process(
         self, matched: tuple[str, bytes, int], skip: Collection[str] = frozenset()
     ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
+        skip = SkipList(skip, self._progress_dir)
         kind, path = matched[0], path_text(matched[1])
         corpus = self._corpus
         special = special_file(path)
@@ -87,7 +89,7 @@ class _ReadFiles(beam.DoFn):
         elif kind == "manifest":
             yield from read_manifest(path, skip, corpus.id_column, corpus.text_column)
         elif file_id(path) in skip:
-            skipped_counter().inc()
+            skip.skipped()
         else:
             yield AudioItem(id=file_id(path), source=file_id(path), path=path)
 
@@ -95,11 +97,15 @@ class _ReadFiles(beam.DoFn):
 class _DropDoneErrors(beam.DoFn):
     """Error rows of ids the output folder holds already (they would be there twice)."""
 
+    def __init__(self, progress_dir: str | None) -> None:
+        self._progress_dir = progress_dir
+
     def process(
         self, error: ErrorRecord, skip: Collection[str] = frozenset()
     ) -> Iterator[ErrorRecord]:
+        skip = SkipList(skip, self._progress_dir)
         if error.id in skip:
-            skipped_counter().inc()
+            skip.skipped()
             return
         yield error
 
@@ -107,14 +113,21 @@ class _DropDoneErrors(beam.DoFn):
 class ReadCorpus(beam.PTransform):
     """Patterns to `{ITEMS_TAG: AudioItem, ERRORS_TAG: ErrorRecord}` (see module doc).
 
-    `done`, when given, is a one-element PCollection holding the ids to leave out (resume).
+    `done`, when given, is a one-element PCollection holding the ids to leave out (resume);
+    `progress_dir` is the launcher's progress folder (local runs), where skipped items are told.
     """
 
-    def __init__(self, corpus: CorpusOptions, done: beam.PCollection | None = None) -> None:
+    def __init__(
+        self,
+        corpus: CorpusOptions,
+        done: beam.PCollection | None = None,
+        progress_dir: str | None = None,
+    ) -> None:
         super().__init__()
         self._corpus = corpus
         self._match = MatchInputs(corpus.input_format)
         self._done = done
+        self._progress_dir = progress_dir
 
     def expand(self, patterns: beam.PCollection) -> dict[str, beam.PCollection]:
         side = {} if self._done is None else {"skip": beam.pvalue.AsSingleton(self._done)}
@@ -128,11 +141,13 @@ class ReadCorpus(beam.PTransform):
             matched.files
             | "DistinctFiles" >> beam.Distinct()
             | "ReadFiles"
-            >> beam.ParDo(_ReadFiles(self._corpus), **side).with_outputs(ERRORS_TAG, main="items")
+            >> beam.ParDo(_ReadFiles(self._corpus, self._progress_dir), **side).with_outputs(
+                ERRORS_TAG, main="items"
+            )
         )
         errors = (
             [matched[ERRORS_TAG], read[ERRORS_TAG]]
             | "Errors" >> beam.Flatten()
-            | "DropDoneErrors" >> beam.ParDo(_DropDoneErrors(), **side)
+            | "DropDoneErrors" >> beam.ParDo(_DropDoneErrors(self._progress_dir), **side)
         )
         return {ITEMS_TAG: read.items, ERRORS_TAG: errors}

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 
 import apache_beam as beam
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -62,6 +63,25 @@ def expand_braces(pattern: str) -> list[str]:
             return [out for option in options for out in expand_braces(head + option + tail)]
         start = pattern.find("{", start + 1)
     return [pattern]
+
+
+def shell_variants(pattern: str) -> list[str]:
+    """`pattern` and every spelling of it with some of its `**/` left out: together they match
+    what the shell's `**/` (zero or more folders) matches, under Beam's (one or more)."""
+    head, globstar, tail = pattern.partition("**/")
+    if not globstar:
+        return [pattern]
+    rests = shell_variants(tail)
+    return [head + globstar + rest for rest in rests] + [head + rest for rest in rests]
+
+
+def match_pattern(pattern: str) -> list[FileMetadata]:
+    """The files `pattern` matches with the shell's `**/` (see the module docstring), once each."""
+    found: dict[str, FileMetadata] = {}
+    for result in FileSystems.match(shell_variants(pattern)):
+        for metadata in result.metadata_list:
+            found.setdefault(metadata.path, metadata)
+    return list(found.values())
 
 
 def _closing_brace(text: str, start: int) -> int | None:
@@ -109,7 +129,7 @@ class MatchInputs(beam.DoFn):
 
     def process(self, pattern: str) -> Iterator[object]:
         try:
-            matched = FileSystems.match([pattern])[0].metadata_list
+            matched = match_pattern(pattern)
         except Exception as error:  # any filesystem's failure to match is this pattern's error
             self._unmatched.inc()
             yield item_error(

@@ -36,7 +36,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -54,7 +54,7 @@ from wav2vec2_beam.transforms.read.decode_items import (
     resolve_path,
 )
 from wav2vec2_beam.transforms.read.ids import escape, file_id
-from wav2vec2_beam.transforms.read.resume import skipped_counter
+from wav2vec2_beam.transforms.read.resume import SkipList
 
 
 class ManifestLineError(ValueError):
@@ -122,7 +122,7 @@ def is_csv(manifest: str) -> bool:
 
 
 def read_manifest(
-    manifest: str, skip: Collection[str], id_field: str | None, text_field: str | None
+    manifest: str, skip: SkipList, id_field: str | None, text_field: str | None
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
     """The items and errors of one manifest, in order (see the module docstring)."""
     uri = file_id(manifest)
@@ -225,7 +225,7 @@ def _read_entry(
     line: int,
     id_field: str | None,
     text_field: str | None,
-    skip: Collection[str],
+    skip: SkipList,
     seen: dict[str, int],
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
     """One entry's item or error; `seen` maps the ids met so far in the manifest to their line."""
@@ -235,7 +235,7 @@ def _read_entry(
         return
     item_id = line_id(record, manifest, line, id_field)
     if item_id in skip:
-        skipped_counter().inc()
+        skip.skipped()
         return
     if item_id in seen:
         yield item_error(

@@ -30,7 +30,7 @@ Metrics (namespace `read_corpus`): `rows_read`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ from wav2vec2_beam.transforms.read.decode_items import (
     resolve_path,
 )
 from wav2vec2_beam.transforms.read.ids import escape, file_id
-from wav2vec2_beam.transforms.read.resume import skipped_counter
+from wav2vec2_beam.transforms.read.resume import SkipList
 
 #: Rows converted to Python objects at a time, within a row group.
 BATCH_ROWS = 32
@@ -112,7 +112,7 @@ def _resolve_columns(schema: pa.Schema, columns: ParquetColumns) -> _Resolved:
 
 
 def read_parquet_file(
-    path: str, skip: Collection[str], columns: ParquetColumns
+    path: str, skip: SkipList, columns: ParquetColumns
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
     """The items and errors of one Parquet file, in row order (see the module docstring)."""
     uri = file_id(path)
@@ -139,7 +139,7 @@ def _read_group(
     group: int,
     first_row: int,
     path: str,
-    skip: Collection[str],
+    skip: SkipList,
     columns: _Resolved,
     seen: dict[str, int],
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
@@ -167,7 +167,7 @@ def _read_group(
         if value is None and columns.id is not None:
             yield item_error(item_id, uri, "read", f"null_id: row {row} has no {columns.id}")
         elif item_id in skip:
-            skipped_counter().inc()
+            skip.skipped()
         elif item_id in seen:
             yield item_error(
                 f"{uri}#{row}",

@@ -18,13 +18,15 @@ are not read.
 The ids are read inside the job rather than by the launcher, so that a folder of millions of rows
 never has to fit into the job's description; each worker holds the sets (about 100 bytes an id
 and table).
-Metric (namespace `wav2vec2`): `items_skipped`, summary.json's `skipped_existing`.
+Metric (namespace `wav2vec2`): `items_skipped`, summary.json's `skipped_existing`; the readers
+count each item they leave out through `SkipList.skipped`, which also tells the launcher's
+progress display.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -34,14 +36,36 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from wav2vec2_beam.transforms.read.ids import literal
-from wav2vec2_beam.transforms.write.progress import METRICS_NAMESPACE
+from wav2vec2_beam.transforms.write.progress import METRICS_NAMESPACE, record_progress
 
 _LOG = logging.getLogger(__name__)
 
 
 def skipped_counter() -> Metrics.DelegatingCounter:
-    """The counter every reader increments for an item it leaves out."""
+    """The counter of the items a resumed run leaves out."""
     return Metrics.counter(METRICS_NAMESPACE, "items_skipped")
+
+
+class SkipList(Collection[str]):
+    """The ids a resumed run leaves out, and the tally of those the readers left out."""
+
+    def __init__(self, ids: Collection[str] = frozenset(), progress_dir: str | None = None):
+        self._ids = ids
+        self._progress_dir = progress_dir
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def skipped(self) -> None:
+        """Count one item left out (summary.json and the live progress)."""
+        skipped_counter().inc()
+        record_progress(self._progress_dir, items_skipped=1)
 
 
 def table_patterns(output_dir: str, tables: Sequence[str]) -> list[str]:

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +70,7 @@ from wav2vec2_beam.transforms.read.decode_items import (
     reference_text,
 )
 from wav2vec2_beam.transforms.read.ids import escape, file_id
-from wav2vec2_beam.transforms.read.resume import skipped_counter
+from wav2vec2_beam.transforms.read.resume import SkipList
 
 #: Extensions of a sample's audio member (compared in lower case).
 AUDIO_EXTENSIONS = frozenset({"flac", "wav", "mp3", "ogg", "opus"})
@@ -163,7 +163,7 @@ def _watched_tarinfo(blocks: _Blocks, last: list[str | None]) -> type[tarfile.Ta
 
 
 def read_shard(
-    shard: str, skip: Collection[str], text_field: str | None
+    shard: str, skip: SkipList, text_field: str | None
 ) -> Iterator[AudioItem | beam.pvalue.TaggedOutput]:
     """The items and errors of one shard, in shard order (see the module docstring)."""
     reader = _ShardReader(shard, skip, text_field)
@@ -171,7 +171,7 @@ def read_shard(
 
 
 class _ShardReader:
-    def __init__(self, shard: str, skip: Collection[str], text_field: str | None) -> None:
+    def __init__(self, shard: str, skip: SkipList, text_field: str | None) -> None:
         self.shard = shard  # the path to open
         self.uri = file_id(shard)  # its name in ids
         self.skip = skip
@@ -232,7 +232,7 @@ class _ShardReader:
                     seen.add(key)
                     sample = _Sample(key, skipped=f"{self.uri}#{escape(key)}" in self.skip)
                     if sample.skipped:
-                        skipped_counter().inc()
+                        self.skip.skipped()
                 sample.damaged = sample.damaged or lost
                 sample.extensions.append(extension)
                 if not sample.skipped:
