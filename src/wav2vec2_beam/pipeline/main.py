@@ -44,11 +44,14 @@ from apache_beam.options.pipeline_options import (
 )
 
 from wav2vec2_beam.pipeline.options import (
+    BEAM_SEARCH_FLAGS,
+    DECODING_FLAGS,
     OptionsError,
     RunConfig,
     beam_options_used,
     check_against_model,
     help_text,
+    no_effect,
     parse_args,
     resolve_outputs,
 )
@@ -152,8 +155,12 @@ def load_checked_model(
         raise ModelLoadError(one_line(error)) from error
     config = resolve_outputs(config, model)
     hidden_layers = check_against_model(config, model)
-    if "transcripts" not in config.outputs and (config.decoder or config.lm):
-        raise OptionsError("--decoder and --lm decode transcripts, which this run does not write")
+    if "transcripts" not in config.outputs:
+        for flag in DECODING_FLAGS:
+            if flag in config.given:
+                raise no_effect(
+                    flag, "when the run writes no transcripts (it is for decoding them)"
+                )
     try:
         # The checks that need no model first: a broken folder is refused in a second or two,
         # before TensorFlow is loaded or any variable is built.
@@ -166,6 +173,14 @@ def load_checked_model(
     except Exception as error:
         raise ModelLoadError(one_line(error)) from error
     decoding = None if tokenizer is None else checked_decoding(config, model, tokenizer)
+    if tokenizer is not None and decoding is None:
+        for flag in BEAM_SEARCH_FLAGS:
+            if flag in config.given:
+                raise no_effect(
+                    flag,
+                    "when transcripts are decoded greedily (the checkpoint has no language_model/"
+                    "; add --lm FILE or --decoder beam for beam search)",
+                )
     keep_for_this_process(checked)  # only now: every check passed, so run() will drop it
     return config, model, hidden_layers, decoding
 

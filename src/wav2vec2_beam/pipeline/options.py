@@ -59,6 +59,24 @@ DEFAULT_OUTPUTS = {
 #: `--decoder`: CTC decoding of transcripts.
 DECODERS = ("greedy", "beam")
 
+#: Flags that only beam search reads.
+BEAM_SEARCH_FLAGS = (
+    "beam_width",
+    "lm_alpha",
+    "lm_beta",
+    "hotwords",
+    "hotword_weight",
+    "decode_processes",
+)
+#: Flags that only transcripts read.
+DECODING_FLAGS = ("decoder", "lm", *BEAM_SEARCH_FLAGS)
+#: The column flags, and the input formats each is for.
+COLUMN_FLAGS = {
+    "audio_column": ("auto", "parquet"),
+    "id_column": ("auto", "parquet", "manifest"),
+    "text_column": ("auto", "parquet", "manifest", "webdataset"),
+}
+
 #: Codes are written as int16, so a codevector group may hold at most this many entries.
 MAX_CODEVECTORS_PER_GROUP = 2**15
 
@@ -68,170 +86,237 @@ class OptionsError(ValueError):
 
 
 class Wav2Vec2Options(PipelineOptions):
-    """This pipeline's flags (docs/USAGE.md says what each one does)."""
+    """This pipeline's flags, in the groups `--help` shows (docs/USAGE.md says more of each)."""
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
+        inputs = parser.add_argument_group("inputs")
+        inputs.add_argument(
             "--input",
-            action="append",
-            help="Audio files, WebDataset .tar shards, Parquet audio datasets or JSONL "
-            "manifests: a path, URI, glob or brace range (local or gs://); repeat for several.",
+            action="extend",
+            nargs="+",
+            metavar="PATH",
+            help="(required) Audio files, WebDataset .tar shards, Parquet audio datasets or "
+            "JSONL/CSV manifests, local or gs://: paths, globs ('**/' is zero or more folders, "
+            "as in the shell), brace ranges. Several after one --input (so an unquoted glob "
+            "works), or --input repeated.",
         )
-        parser.add_argument("--model_dir", help="Hugging Face checkpoint folder (local or gs://).")
-        parser.add_argument("--output_dir", help="Folder for the tables (local or gs://).")
-        parser.add_argument(
-            "--outputs",
-            help=f"Comma-separated tables among {','.join(OUTPUT_NAMES)} (default: the "
-            "checkpoint head's own: transcripts for CTC, classifications for sequence "
-            "classification, codes for pretraining, hidden_states for the bare encoder).",
-        )
-        parser.add_argument(
-            "--hidden_layers",
-            default="-1",
-            help="Hidden states to write: -1 (last, default), all, or indices like 0,6,12.",
-        )
-        parser.add_argument(
-            "--feature_dtype",
-            default="float32",
-            help="float32 (default) or float16, for the logits and hidden_states tables.",
-        )
-        parser.add_argument(
-            "--chunk_length_s",
-            type=finite_float,
-            default=30.0,
-            help="Window length for long files, as the HF ASR pipeline's (0: never chunk).",
-        )
-        parser.add_argument(
-            "--stride_length_s",
-            help="Window overlap each side, or left,right (default chunk_length_s / 6).",
-        )
-        parser.add_argument(
-            "--batch_size", type=int, default=16, help="Most windows per forward pass."
-        )
-        parser.add_argument(
-            "--max_batch_audio_s",
-            type=finite_float,
-            default=120.0,
-            help="Most padded audio seconds per forward pass.",
-        )
-        parser.add_argument(
-            "--precision",
-            default="float32",
-            help=f"Matmul precision, one of {','.join(PRECISIONS)} (default float32).",
-        )
-        parser.add_argument(
-            "--jit_compile",
-            action="store_true",
-            help="Compile the TF forward pass with XLA (the jax backend always compiles).",
-        )
-        parser.add_argument(
-            "--backend",
-            default="tf",
-            help=f"The model's backend, one of {','.join(BACKENDS)} (default tf).",
-        )
-        parser.add_argument(
-            "--share_model_across_processes",
-            action="store_true",
-            help="One model per machine, shared by all SDK processes (one per GPU).",
-        )
-        parser.add_argument(
+        inputs.add_argument(
             "--input_format",
             default="auto",
-            help=f"What the inputs are, one of {','.join(INPUT_FORMATS)} (default auto: by name, "
-            ".tar WebDataset shards, .parquet, .jsonl/.json manifests, anything else audio).",
+            metavar="{" + ",".join(INPUT_FORMATS) + "}",
+            help="What the inputs are (default auto: by name, .tar WebDataset shards, .parquet, "
+            ".jsonl/.json/.csv manifests, anything else audio).",
         )
-        parser.add_argument("--audio_column", help="Parquet: the audio column (default audio).")
-        parser.add_argument(
+        inputs.add_argument(
+            "--audio_column", metavar="NAME", help="Parquet: the audio column (default audio)."
+        )
+        inputs.add_argument(
             "--text_column",
+            metavar="NAME",
             help="Parquet column, manifest or tar-JSON field of the reference text (default: "
             "the first of text, sentence, transcription, transcript).",
         )
-        parser.add_argument(
+        inputs.add_argument(
             "--id_column",
+            metavar="NAME",
             help="Parquet column or manifest field of the item id (default id when present, "
             "else <file>#<row or line>).",
         )
-        parser.add_argument(
-            "--skip_existing",
-            action="store_true",
-            help="Leave out the ids already in --output_dir's tables (resume a run).",
+
+        model = parser.add_argument_group("model")
+        model.add_argument(
+            "--model_dir",
+            metavar="CHECKPOINT",
+            help="(required) A Hugging Face Wav2Vec2 checkpoint: a folder (local or gs://) or "
+            "a hub id such as facebook/wav2vec2-base-960h (through the Hugging Face cache).",
         )
-        parser.add_argument(
-            "--piece_items",
-            type=int,
-            default=DEFAULT_LIMITS.items,
-            help="Cut a piece of the tables (one Parquet file each) after this many items "
-            f"(default {DEFAULT_LIMITS.items}).",
+        model.add_argument(
+            "--backend",
+            default="tf",
+            metavar="{" + ",".join(BACKENDS) + "}",
+            help="The model's backend (default tf; jax for GPUs and TPUs).",
         )
-        parser.add_argument(
-            "--piece_mb",
-            type=finite_float,
-            default=DEFAULT_LIMITS.megabytes,
-            help="... or once its rows hold about this many MB of features "
-            f"(default {DEFAULT_LIMITS.megabytes:g}).",
+        model.add_argument(
+            "--precision",
+            default="float32",
+            metavar="{" + ",".join(PRECISIONS) + "}",
+            help="Matmul precision (default float32).",
         )
-        parser.add_argument(
-            "--piece_seconds",
-            type=finite_float,
-            default=DEFAULT_LIMITS.seconds,
-            help="... or once its oldest row has waited this many seconds "
-            f"(default {DEFAULT_LIMITS.seconds:g}).",
-        )
-        parser.add_argument(
+
+        decoding = parser.add_argument_group("decoding (transcripts)")
+        decoding.add_argument(
             "--decoder",
-            help=f"Transcripts: one of {','.join(DECODERS)}. Default: beam (with the LM) when the "
-            "checkpoint ships a language_model/ folder or --lm is given, else greedy.",
+            metavar="{" + ",".join(DECODERS) + "}",
+            help="CTC decoding. Default: beam (with the LM) when the checkpoint ships a "
+            "language_model/ folder or --lm is given, else greedy.",
         )
-        parser.add_argument(
+        decoding.add_argument(
             "--lm",
-            help="An ARPA or KenLM binary (local or gs://) to decode with, instead of the "
-            "checkpoint's own LM; a binary needs unigrams.txt beside it. Implies --decoder beam.",
+            metavar="FILE",
+            help="An ARPA file or KenLM binary (local or gs://) to decode with, instead of the "
+            "checkpoint's own LM; a binary needs unigrams.txt beside it. Make one from text "
+            "with python -m wav2vec2_beam.lm.build_arpa.",
         )
-        parser.add_argument(
+        decoding.add_argument(
             "--beam_width",
+            metavar="N",
             type=int,
             default=DEFAULT_BEAM_WIDTH,
             help=f"Beam search: hypotheses kept per frame (default {DEFAULT_BEAM_WIDTH}).",
         )
-        parser.add_argument(
+        decoding.add_argument(
             "--lm_alpha",
+            metavar="X",
             type=finite_float,
             help="Beam search: the LM's weight (default: the LM's attrs.json, else 0.5).",
         )
-        parser.add_argument(
+        decoding.add_argument(
             "--lm_beta",
+            metavar="X",
             type=finite_float,
             help="Beam search: the bonus per word (default: the LM's attrs.json, else 1.5).",
         )
-        parser.add_argument(
+        decoding.add_argument(
             "--hotwords",
+            metavar="WORDS",
             help="Beam search: comma-separated words or phrases to favour, e.g. 'KUBERNETES,"
             "APACHE BEAM'; they need not be in the LM.",
         )
-        parser.add_argument(
+        decoding.add_argument(
             "--hotword_weight",
+            metavar="X",
             type=finite_float,
             default=DEFAULT_HOTWORD_WEIGHT,
             help=f"Beam search: the score added per hotword (default {DEFAULT_HOTWORD_WEIGHT:g}).",
         )
-        parser.add_argument(
+        decoding.add_argument(
             "--decode_processes",
+            metavar="N",
             type=int,
             default=0,
             help="Beam search: decoding processes beside the model on each worker process "
             "(default 0: one fewer than the machine's cores, at least 1).",
         )
-        parser.add_argument(
-            "--verbose",
-            action="store_true",
-            help="Also show TensorFlow's start-up notices (oneDNN, CUDA, CPU instructions).",
+
+        outputs = parser.add_argument_group("outputs")
+        outputs.add_argument(
+            "--output_dir",
+            metavar="FOLDER",
+            help="(required) Folder for the tables (local or gs://). A folder holding an earlier "
+            "run's tables takes --skip_existing or --overwrite.",
         )
-        parser.add_argument(
+        outputs.add_argument(
+            "--outputs",
+            metavar="TABLES",
+            help=f"Comma-separated tables among {','.join(OUTPUT_NAMES)} (default: the "
+            "checkpoint head's own: transcripts for CTC, classifications for sequence "
+            "classification, codes for pretraining, hidden_states for the bare encoder).",
+        )
+        outputs.add_argument(
+            "--hidden_layers",
+            default="-1",
+            metavar="LAYERS",
+            help="Hidden states to write: -1 (last, default), all, or indices like 0,6,12.",
+        )
+        outputs.add_argument(
+            "--feature_dtype",
+            default="float32",
+            metavar="{" + ",".join(FEATURE_DTYPES) + "}",
+            help="Of the logits, hidden_states and pooled tables (default float32).",
+        )
+        outputs.add_argument(
             "--pool",
             default="none",
-            help=f"One of {','.join(POOLINGS)}: mean also writes one mean-pooled vector per "
-            "item and --hidden_layers layer (table pooled_hidden_states).",
+            metavar="{" + ",".join(POOLINGS) + "}",
+            help="mean also writes one mean-pooled vector per item and --hidden_layers layer "
+            "(table pooled_hidden_states; default none).",
+        )
+        outputs.add_argument(
+            "--skip_existing",
+            action="store_true",
+            help="Resume: leave out the ids already in --output_dir's tables (same settings).",
+        )
+        outputs.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="Replace the tables an earlier run left in --output_dir.",
+        )
+        outputs.add_argument(
+            "--piece_items",
+            metavar="N",
+            type=int,
+            default=DEFAULT_LIMITS.items,
+            help="Cut a piece of the tables (one Parquet file each) after this many items "
+            f"(default {DEFAULT_LIMITS.items}),",
+        )
+        outputs.add_argument(
+            "--piece_mb",
+            metavar="MB",
+            type=finite_float,
+            default=DEFAULT_LIMITS.megabytes,
+            help="... or once its rows hold about this many MB of features "
+            f"(default {DEFAULT_LIMITS.megabytes:g}),",
+        )
+        outputs.add_argument(
+            "--piece_seconds",
+            metavar="S",
+            type=finite_float,
+            default=DEFAULT_LIMITS.seconds,
+            help="... or once its oldest row has waited this many seconds "
+            f"(default {DEFAULT_LIMITS.seconds:g}).",
+        )
+
+        performance = parser.add_argument_group("performance")
+        performance.add_argument(
+            "--chunk_length_s",
+            metavar="S",
+            type=finite_float,
+            default=30.0,
+            help="Window length for long files, as the HF ASR pipeline's (default 30; 0: never "
+            "chunk).",
+        )
+        performance.add_argument(
+            "--stride_length_s",
+            metavar="S or LEFT,RIGHT",
+            help="Window overlap each side (default chunk_length_s / 6).",
+        )
+        performance.add_argument(
+            "--batch_size",
+            metavar="N",
+            type=int,
+            default=16,
+            help="Most windows per forward pass (default 16).",
+        )
+        performance.add_argument(
+            "--max_batch_audio_s",
+            metavar="S",
+            type=finite_float,
+            default=120.0,
+            help="Most padded audio seconds per forward pass (default 120).",
+        )
+        performance.add_argument(
+            "--jit_compile",
+            action="store_true",
+            help="Compile the TF forward pass with XLA (the jax backend always compiles).",
+        )
+        performance.add_argument(
+            "--share_model_across_processes",
+            action="store_true",
+            help="One model per machine, shared by all SDK processes (one per GPU).",
+        )
+
+        runner = parser.add_argument_group(
+            "runner",
+            "Any Apache Beam pipeline option is accepted too: --runner DataflowRunner (default: "
+            "the local DirectRunner), --direct_running_mode multi_processing "
+            "--direct_num_workers N, Dataflow's --project, --region, --temp_location; see "
+            "docs/USAGE.md and docs/DATAFLOW.md.",
+        )
+        runner.add_argument(
+            "--verbose",
+            action="store_true",
+            help="Also show TensorFlow's and the workers' start-up notices.",
         )
 
 
@@ -262,6 +347,8 @@ class RunConfig:
     text_column: str | None = None
     id_column: str | None = None
     skip_existing: bool = False
+    #: `--overwrite`: replace the tables an earlier run left in the folder.
+    overwrite: bool = False
     pool: str = "none"
     #: When the writers cut a piece (`--piece_items`, `--piece_mb`, `--piece_seconds`).
     piece_limits: PieceLimits = DEFAULT_LIMITS
@@ -277,6 +364,8 @@ class RunConfig:
     decode_processes: int = 0
     #: `--verbose`: show TensorFlow's start-up notices too.
     verbose: bool = False
+    #: The flags given on the command line (names without `--`), to refuse one with no effect.
+    given: frozenset[str] = frozenset()
 
     def beam_search_options(self) -> BeamSearchOptions:
         return BeamSearchOptions(
@@ -344,15 +433,32 @@ def _all_options_parser() -> argparse.ArgumentParser:
 
 
 def help_text() -> str:
-    """Usage of this pipeline's own flags (Beam's are documented by Beam)."""
+    """Usage of this pipeline's own flags, grouped (Beam's are documented by Beam)."""
     parser = argparse.ArgumentParser(
-        prog="python -m wav2vec2_beam",
-        description="Run Wav2Vec2 over audio files with Apache Beam and write Parquet tables. "
-        "Any Apache Beam pipeline option (--runner, --direct_num_workers, Dataflow's) is "
-        "accepted too.",
+        prog="wav2vec2-beam",
+        usage="wav2vec2-beam --input PATH [PATH ...] --model_dir CHECKPOINT --output_dir FOLDER "
+        "[options]\n       (or: python -m wav2vec2_beam ...)",
+        description="Run Wav2Vec2 over audio corpora with Apache Beam and write Parquet tables: "
+        "transcripts, logits, hidden states, labels or codes, and one error row per input "
+        "that failed.",
+        epilog="Exit status: 0 when the job ran (files that failed are in errors/), 2 for a bad "
+        "command line or output folder, 3 for a model or LM that cannot be loaded, 4 when every "
+        "input failed, 130 or 143 when interrupted (what is on disk is kept: run again with "
+        "--skip_existing). Every flag: docs/USAGE.md.",
     )
     Wav2Vec2Options._add_argparse_args(parser)
     return parser.format_help()
+
+
+def given_flags(argv: Sequence[str]) -> frozenset[str]:
+    """The names of the flags on a command line (`--name` or `--name=value`)."""
+    return frozenset(
+        arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--") and len(arg) > 2
+    )
+
+
+def no_effect(flag: str, reason: str) -> OptionsError:
+    return OptionsError(f"--{flag} has no effect {reason}")
 
 
 def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
@@ -360,7 +466,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
     argv = list(argv)
     _, unknown = _all_options_parser().parse_known_args(argv)
     if unknown:
-        raise OptionsError(f"unrecognized arguments: {' '.join(unknown)}")
+        hint = ""
+        if any(arg.startswith("--input=") for arg in argv) and not unknown[0].startswith("-"):
+            hint = " (several paths go after --input with a space, not '=')"
+        raise OptionsError(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     options = PipelineOptions(argv)
     ours = options.view_as(Wav2Vec2Options)
     for name in ("input", "model_dir", "output_dir"):
@@ -401,6 +510,8 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError("--beam_width must be at least 1")
     if ours.decode_processes < 0:
         raise OptionsError("--decode_processes must be 0 (automatic) or more")
+    given = given_flags(argv)
+    _refuse_flags_without_effect(ours, given)
     hotwords = tuple(
         " ".join(phrase.split()) for phrase in (ours.hotwords or "").split(",") if phrase.strip()
     )
@@ -424,6 +535,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         text_column=ours.text_column,
         id_column=ours.id_column,
         skip_existing=ours.skip_existing,
+        overwrite=ours.overwrite,
         pool=ours.pool,
         piece_limits=PieceLimits(ours.piece_items, ours.piece_mb, ours.piece_seconds),
         decoder=ours.decoder,
@@ -435,8 +547,29 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         hotword_weight=ours.hotword_weight,
         decode_processes=ours.decode_processes,
         verbose=ours.verbose,
+        given=given,
     )
     return options, config
+
+
+def _refuse_flags_without_effect(ours: Wav2Vec2Options, given: frozenset[str]) -> None:
+    """A flag that this run would accept and ignore is refused: it means a user expects
+    something the run will not do. (Those that depend on the checkpoint are checked in
+    `check_against_model` and the launcher.)"""
+    if ours.overwrite and ours.skip_existing:
+        raise OptionsError(
+            "--overwrite and --skip_existing contradict each other: resume the folder's run "
+            "(--skip_existing) or replace its tables (--overwrite)"
+        )
+    if "stride_length_s" in given and ours.chunk_length_s == 0:
+        raise no_effect("stride_length_s", "with --chunk_length_s 0 (files are not chunked)")
+    if ours.decoder == "greedy":
+        for flag in BEAM_SEARCH_FLAGS:
+            if flag in given:
+                raise no_effect(flag, "with --decoder greedy (it is for beam search)")
+    for flag, formats in COLUMN_FLAGS.items():
+        if flag in given and ours.input_format not in formats:
+            raise no_effect(flag, f"with --input_format {ours.input_format}")
 
 
 def beam_options_used(options: PipelineOptions) -> dict[str, object]:
@@ -514,7 +647,19 @@ def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, 
             f"field ({model.receptive_field / TARGET_SAMPLE_RATE:.3f} s), or the last window of "
             "some files would be too short for the model"
         )
+    features = {"logits", "hidden_states"} & set(outputs) or config.pool != "none"
+    if "feature_dtype" in config.given and not features:
+        raise no_effect(
+            "feature_dtype",
+            f"when the run writes no logits or hidden states (--outputs {','.join(outputs)})",
+        )
     if "hidden_states" not in outputs and config.pool == "none":
+        if "hidden_layers" in config.given:
+            raise no_effect(
+                "hidden_layers",
+                f"when the run writes no hidden states (--outputs {','.join(outputs)}; add "
+                "hidden_states, or --pool mean)",
+            )
         return ()
     count = model.num_hidden_layers + 1
     if config.hidden_layers == "all":
