@@ -36,11 +36,21 @@ INSTALL_REQUIRES = [
     # Hub ids as checkpoint paths (`from_pretrained("facebook/wav2vec2-base-960h")`, --model_dir
     # org/name): its cache layout, revisions, offline mode and downloads are the ecosystem's.
     "huggingface_hub>=0.30,<3",
+    # The live progress bar on a terminal (items of the total, rate, time left), redrawn with
+    # worker messages above it: tqdm does that well and is already pulled in by huggingface_hub.
+    "tqdm>=4.66,<5",
+    # The launcher stops every process a run started (Beam's workers, the LM decoders, their
+    # children) when interrupted: psutil lists a process's descendants on every platform.
+    "psutil>=5.9,<8",
 ]
 
 # The JAX backend (`--backend jax`, the Flax classes): XLA programs for GPUs and TPUs, and the
 # backend of machines without TensorFlow. `pip install -e .[jax]`; about 630 MB with what it pulls.
 JAX = ["jax>=0.10,<0.13", "flax>=0.12,<0.13"]
+
+# The tests: pytest and ruff; jiwer, the independent oracle of WER and CER; the readers users load the tables with, each checked to read every
+# table folder (pandas, polars, DuckDB, Hugging Face datasets); and the JAX backend.
+TEST = ["pytest", "ruff", "jiwer", "pandas", "polars", "duckdb", "datasets", *JAX]
 
 setup(
     name="wav2vec2-beam",
@@ -62,6 +72,6 @@ setup(
         ]
     },
     install_requires=INSTALL_REQUIRES,
-    extras_require={"jax": JAX, "test": ["pytest", "ruff", "jiwer", *JAX]},
+    extras_require={"jax": JAX, "test": TEST},
     entry_points={"console_scripts": ["wav2vec2-beam = wav2vec2_beam.pipeline.main:cli"]},
 )

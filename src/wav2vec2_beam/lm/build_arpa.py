@@ -1,17 +1,21 @@
-"""`python -m wav2vec2_beam.lm.build_arpa`: text in, a Kneser-Ney ARPA model for KenLM out, in place of `lmplz`.
+"""`python -m wav2vec2_beam.lm.build_arpa`: text in, a Kneser-Ney ARPA model for KenLM out, in
+place of `lmplz`.
 
+    python -m wav2vec2_beam.lm.build_arpa --text corpus.txt --checkpoint path/to/checkpoint \\
+        [--alpha 0.5 ...]
     python -m wav2vec2_beam.lm.build_arpa --text corpus.txt [--text more.txt] --output lm.arpa \\
-        [--order 3] [--prune 0 0 1] [--case upper|lower|keep] [--discount_fallback 0.5 1 1.5]
-    python -m wav2vec2_beam.lm.build_arpa --text corpus.txt --checkpoint path/to/checkpoint [--alpha 0.5 ...]
+        [--vocab path/to/checkpoint] [--order 3] [--prune 0 0 1] [--discount_fallback 0.5 1 1.5]
 
 With `--checkpoint`, the model goes into that checkpoint folder as transformers'
 `Wav2Vec2ProcessorWithLM.save_pretrained` lays it out (`alphabet.json` from the checkpoint's
 vocabulary, `language_model/` with `attrs.json`, `unigrams.txt` and `<name>.arpa`), so that the
 pipeline, and transformers, decode with it by default.
 
-One sentence per line, words separated by whitespace; blank lines are skipped. `--case` should
-match the CTC vocabulary's case, since a word the decoder spells differently is unknown to the
-model. KenLM loads orders 2 and up. Exit status 2, with one line on stderr, for a text that is
+One sentence per line, words separated by whitespace; blank lines are skipped. When the CTC
+vocabulary is known (`--checkpoint`, or `--vocab` with `--output`), the text is normalized to it
+by default (`lm/normalize.py`: its case, punctuation dropped, accents its alphabet lacks
+removed), since a word the decoder cannot spell is a word the LM can never help with;
+`--normalize none` keeps the text as it is, `--case` then setting its case. KenLM loads orders 2 and up. Exit status 2, with one line on stderr, for a text that is
 missing or holds no sentence, or for settings the estimator refuses; no output is written then.
 """
 
@@ -21,21 +25,29 @@ import argparse
 import logging
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from wav2vec2_beam.lm.arpa import write_arpa
 from wav2vec2_beam.lm.kneser_ney import DEFAULT_FALLBACK, estimate
+from wav2vec2_beam.lm.normalize import alphabet_normalizer, vocabulary_characters
 
 _CASES = {"upper": str.upper, "lower": str.lower, "keep": str}
 
 
-def read_sentences(paths: Sequence[Path], case: str) -> Iterator[list[str]]:
-    """Token lists of every non-blank line; a ValueError at the end of a file that had none.
+def read_sentences(
+    paths: Sequence[Path], case: str, normalize: Callable[[str], str] | None = None
+) -> Iterator[list[str]]:
+    """Token lists of every non-blank line (normalized when `normalize` is given); a ValueError
+    at the end of a file that had none.
 
     Files are streamed, not read whole, so a corpus costs memory only for its n-gram counts.
     """
-    convert = _CASES[case]
+    cased = _CASES[case]
+
+    def convert(line: str) -> str:
+        return cased(line) if normalize is None else normalize(cased(line))
+
     for path in paths:
         sentences = 0
         with open(path, encoding="utf-8") as lines:
@@ -65,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint",
         type=Path,
         help="a CTC checkpoint folder to save the model into, as language_model/",
+    )
+    parser.add_argument(
+        "--vocab",
+        help="with --output: the CTC checkpoint (or its vocab.json) whose characters the text "
+        "is normalized to",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=["alphabet", "none"],
+        help="alphabet (the default when the vocabulary is known): the text as the checkpoint "
+        "can spell it; none: as it is",
     )
     parser.add_argument("--name", default="lm", help="with --checkpoint: the ARPA file's name")
     parser.add_argument("--alpha", type=float, default=0.5, help="with --checkpoint: LM weight")
@@ -111,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"build_arpa: no such text file: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        model = estimate(
-            read_sentences(args.text, args.case), args.order, args.prune, args.discount_fallback
-        )
+        normalize = _normalizer(args)
+        sentences = read_sentences(args.text, args.case, normalize)
+        model = estimate(sentences, args.order, args.prune, args.discount_fallback)
     except (OSError, ValueError) as error:
         print(f"build_arpa: {error}", file=sys.stderr)
         return 2
@@ -127,6 +150,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = " ".join(f"{n}-grams={len(grams)}" for n, grams in sorted(model.items()))
     print(f"{output}: {counts}")
     return 0
+
+
+def _normalizer(args: argparse.Namespace) -> Callable[[str], str] | None:
+    """The text normalization asked for (module docstring); ValueError for a vocabulary that
+    cannot be read, or `--normalize alphabet` without one."""
+    vocabulary = args.checkpoint if args.checkpoint is not None else args.vocab
+    if args.normalize == "none" or (args.normalize is None and vocabulary is None):
+        return None
+    if vocabulary is None:
+        raise ValueError("--normalize alphabet needs the checkpoint: give --vocab CHECKPOINT")
+    from wav2vec2_beam.models.tokenizer import Wav2Vec2CTCTokenizer
+
+    folder = Path(vocabulary)
+    if folder.name == "vocab.json":
+        folder = folder.parent
+    if not (folder / "vocab.json").is_file():
+        raise ValueError(f"{vocabulary}: no vocab.json (not a CTC checkpoint)")
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
+    characters = vocabulary_characters(tokenizer.encoder, tokenizer.word_delimiter_token)
+    return alphabet_normalizer(characters)
 
 
 def _save_into(checkpoint: Path, arpa: Path, args: argparse.Namespace) -> Path:

@@ -19,6 +19,7 @@ length beyond six letters, so a beam spelling nonsense falls behind before the w
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import shutil
@@ -187,7 +188,14 @@ def standalone_language_model(path: str) -> LanguageModelFiles:
     if not _files.exists(folder, name):
         raise LanguageModelError(f"{path}: no such file")
     local = _files.local_copy(folder, name)
-    if name.endswith(".arpa"):
+    kind = kenlm_format(local)
+    if kind is None:
+        raise LanguageModelError(
+            f"{path} is neither an ARPA file nor a KenLM binary; to make an ARPA file from "
+            f"text (one sentence per line): python -m wav2vec2_beam.lm.build_arpa --text {path} "
+            "--vocab CHECKPOINT --output lm.arpa"
+        )
+    if kind == "arpa":
         return LanguageModelFiles(local, None, FusionWeights(), unigrams_from_arpa=True)
     if _files.exists(folder, UNIGRAMS_FILE):
         return LanguageModelFiles(local, _files.local_copy(folder, UNIGRAMS_FILE), FusionWeights())
@@ -195,6 +203,23 @@ def standalone_language_model(path: str) -> LanguageModelFiles:
         f"{path}: a KenLM binary needs its word list: put {UNIGRAMS_FILE} (one word per line) "
         "beside it, or give the ARPA file"
     )
+
+
+#: How every KenLM binary begins (its header's magic string).
+KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"
+
+
+def kenlm_format(path: str) -> str | None:
+    """The file's format by its content, not its name: "binary", "arpa" (its `\\data\\`
+    header in the first lines, also gzip-compressed, which KenLM reads), or None for neither."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(KENLM_BINARY_MAGIC):
+        return "binary"
+    if head.startswith(b"\x1f\x8b"):
+        with gzip.open(path, "rb") as handle:
+            head = handle.read(4096)
+    return "arpa" if b"\\data\\" in head else None
 
 
 def arpa_unigrams(path: str) -> list[str]:

@@ -117,6 +117,7 @@ class ProgressDisplay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._bar: Any = None
+        self._lock = threading.Lock()
 
     def __enter__(self) -> ProgressDisplay:
         if self._interactive:
@@ -128,10 +129,10 @@ class ProgressDisplay:
                 dynamic_ncols=True,
                 mininterval=0,
                 bar_format=(
-                    "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} items [{elapsed}<{remaining}] "
+                    "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} items [{elapsed}<{remaining}]"
                     "{postfix}"
                     if total
-                    else "{n_fmt} items [{elapsed}] {postfix}"
+                    else "{n_fmt} items [{elapsed}]{postfix}"
                 ),
             )
         self._thread.start()
@@ -143,6 +144,17 @@ class ProgressDisplay:
         if self._bar is not None:
             self._show()  # the final numbers
             self._bar.close()
+
+    def write_line(self, line: str) -> None:
+        """Show `line` (a log line, a worker's message) above the bar, or as it is."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.clear()
+                self._stream.write(line + "\n")
+                self._bar.refresh()
+            else:
+                self._stream.write(line + "\n")
+            self._stream.flush()
 
     def _loop(self) -> None:
         if self._interactive:
@@ -157,10 +169,11 @@ class ProgressDisplay:
 
     def _show(self) -> None:
         totals = read_progress(self._dir)
-        bar = self._bar
-        done = _done(totals)
-        if bar.total is not None and done > bar.total:  # the count was a forecast
-            bar.total = done
-        bar.n = done
-        bar.set_postfix_str(_details(totals, time.time() - self._start, self._census), False)
-        bar.refresh()
+        with self._lock:
+            bar = self._bar
+            done = _done(totals)
+            if bar.total is not None and done > bar.total:  # the count was a forecast
+                bar.total = done
+            bar.n = done
+            bar.set_postfix_str(_details(totals, time.time() - self._start, self._census), False)
+            bar.refresh()

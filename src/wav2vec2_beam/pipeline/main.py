@@ -1,16 +1,21 @@
 """The command (`python -m wav2vec2_beam`, console script `wav2vec2-beam`): check, build, run,
 summarize, exit.
 
-Exit status: 0 when the job ran, whatever happened to individual files (they are in the errors
-table); 2 for a bad command line; 3 for a model, or a language model, that cannot be loaded. Both refusals print one
-line, before anything is submitted, so a broken job never starts on a cluster. The model is
-checked by loading it exactly as a worker will (weights, feature extractor, tokenizer), because a
-checkpoint that fails on every worker would otherwise fail the job only after it was scheduled.
+Exit status: 0 when the job ran, whatever happened to some of the files (they are in the errors
+table); 2 for a bad command line or an output folder that cannot be used (not writable, busy, or
+holding an earlier run's tables without --skip_existing or --overwrite); 3 for a model, or a
+language model, that cannot be loaded; 4 when the run had inputs and every one of them failed;
+130 (Ctrl-C) or 143 (SIGTERM) when interrupted. Every refusal prints one line, before anything is
+submitted, so a broken job never starts on a cluster. The model is checked by loading it exactly
+as a worker will (weights, feature extractor, tokenizer), because a checkpoint that fails on
+every worker would otherwise fail the job only after it was scheduled.
 
 One line means one line: the command line is checked before TensorFlow is imported (hence the
 late imports below), and while TensorFlow starts and the model is checked, the process's native
 stderr is held back (TensorFlow's C++ layer prints start-up notices there that no setting turns
 off) and written out only once the checks passed, without those notices unless `--verbose`.
+During a local run, the worker processes' start-up notices are dropped the same way
+(`pipeline/lifecycle.py`), and progress is shown (`pipeline/console.py`).
 
 On the DirectRunner the job runs on Beam's FnApiRunner, which honours --direct_running_mode and
 --direct_num_workers. (Beam 2.77's DirectRunner would first try the Prism runner, which it
@@ -24,16 +29,16 @@ import contextlib
 import gc
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -43,9 +48,19 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
+from wav2vec2_beam.pipeline.console import ProgressDisplay, census_lines
+from wav2vec2_beam.pipeline.lifecycle import (
+    Interrupted,
+    forwarded_stderr,
+    interruption,
+    stop_children,
+    stop_on_signals,
+    without_startup_notices,
+)
 from wav2vec2_beam.pipeline.options import (
     BEAM_SEARCH_FLAGS,
     DECODING_FLAGS,
+    OUTPUT_NAMES,
     OptionsError,
     RunConfig,
     beam_options_used,
@@ -55,12 +70,23 @@ from wav2vec2_beam.pipeline.options import (
     parse_args,
     resolve_outputs,
 )
-from wav2vec2_beam.transforms.write.folder import FolderBusy, SettingsDiffer, check_settings, locked
+from wav2vec2_beam.transforms.read.census import Census, take_census
+from wav2vec2_beam.transforms.write.folder import (
+    EarlierTables,
+    FolderBusy,
+    FolderUnwritable,
+    SettingsDiffer,
+    check_reuse,
+    check_settings,
+    locked,
+    remove_tables,
+)
+from wav2vec2_beam.transforms.write.pool import TABLE as POOLED_TABLE
 from wav2vec2_beam.transforms.write.progress import (
-    DEFAULT_INTERVAL_S,
     LOGGER,
-    ProgressReporter,
     counters,
+    failures_line,
+    read_progress,
     summarize,
     summary_line,
 )
@@ -74,6 +100,10 @@ if TYPE_CHECKING:
 
 EXIT_BAD_OPTIONS = 2
 EXIT_BAD_MODEL = 3
+EXIT_ALL_FAILED = 4
+
+#: Every table a run may write, for the checks of a reused folder.
+ALL_TABLES = (*OUTPUT_NAMES, POOLED_TABLE, "errors")
 
 _DIRECT_RUNNERS = ("directrunner", "direct", "switchingdirectrunner")
 
@@ -111,26 +141,6 @@ def held_native_stderr() -> Iterator[list[bytes]]:
             os.close(saved)
             scratch.seek(0)
             captured.append(scratch.read())
-
-
-#: What TensorFlow's C++ layer prints on every start-up, before its logging is set up (so no
-#: setting silences it): notices about oneDNN, CUDA on a machine without a GPU, and the CPU
-#: instructions it was not compiled for. Nothing in them is about the job. Error lines are kept,
-#: but for cuInit's "unknown error" (303), which is what a machine without a CUDA driver gives.
-_STARTUP_NOTICES = re.compile(
-    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|[IW]\d{4} [\d:. ]+ +\d+ (port|cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard)"
-    rb"\.cc:\d+\]"
-    rb"|E\d{4} [\d:. ]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*\(303\)$"
-    rb"|To enable the following instructions: )"
-)
-
-
-def without_startup_notices(stderr: bytes) -> bytes:
-    """`stderr` without TensorFlow's start-up notices; every other line (a real warning or
-    error from TensorFlow, or anything else) is kept."""
-    lines = stderr.splitlines(keepends=True)
-    return b"".join(line for line in lines if not _STARTUP_NOTICES.match(line))
 
 
 def load_checked_model(
@@ -261,8 +271,9 @@ def run(argv: Sequence[str]) -> int:
     try:
         # Held from the start, so that a second run into the folder is refused at once.
         with locked(config.output_dir, run_id):
+            check_reuse(config.output_dir, ALL_TABLES, config.skip_existing, config.overwrite)
             return check_and_run(options, config, run_id)
-    except FolderBusy as error:
+    except (FolderBusy, FolderUnwritable, EarlierTables) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
 
@@ -311,40 +322,49 @@ def run_job(
     if not local or options.view_as(DirectOptions).direct_running_mode == "multi_processing":
         drop_kept_model()  # the workers are other processes: the check's copy is not needed
     progress_dir = tempfile.mkdtemp(prefix="wav2vec2-progress-") if local else None
-    build_pipeline(
-        pipeline,
-        config,
-        model,
-        hidden_layers,
-        run_id,
-        progress_dir,
-        reshuffle=not local,
-        decoding=decoding,
-    )
-    if decoding is not None:
-        LOGGER.info("transcripts: %s", decoding.describe())
-    if options.view_as(TestOptions).dry_run:
-        if not local:  # a remote runner builds its job request, and stops before submitting it
-            pipeline.run()
-        print(f"dry run: the job for run {run_id} was built and not submitted")
-        return 0
     try:
-        settings = config.table_settings(hidden_layers)
-        check_settings(config.output_dir, settings, resuming=config.skip_existing)
-    except SettingsDiffer as error:
+        build_pipeline(
+            pipeline,
+            config,
+            model,
+            hidden_layers,
+            run_id,
+            progress_dir,
+            reshuffle=not local,
+            decoding=decoding,
+        )
+        if decoding is not None:
+            LOGGER.info("transcripts: %s", decoding.describe())
+        if options.view_as(TestOptions).dry_run:
+            if not local:  # a remote runner builds its job request, and stops before submitting
+                pipeline.run()
+            print(f"dry run: the job for run {run_id} was built and not submitted")
+            return 0
+        if config.overwrite:
+            removed = remove_tables(config.output_dir, ALL_TABLES)
+            LOGGER.info("--overwrite: removed %d pieces of earlier runs", removed)
+        try:
+            settings = config.table_settings(hidden_layers)
+            check_settings(config.output_dir, settings, resuming=config.skip_existing)
+        except SettingsDiffer as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_OPTIONS
+        census = take_census(config.inputs, config.input_format) if local else None
+        for line in census_lines(census) if census is not None else ():
+            LOGGER.info(line)
+        return run_built(
+            pipeline, options, progress_dir, census, config, model, hidden_layers, decoding, run_id
+        )
+    finally:
         if progress_dir is not None:
             shutil.rmtree(progress_dir, ignore_errors=True)
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_OPTIONS
-    return run_built(
-        pipeline, options, progress_dir, config, model, hidden_layers, decoding, run_id
-    )
 
 
 def run_built(
     pipeline: beam.Pipeline,
     options: PipelineOptions,
     progress_dir: str | None,
+    census: Census | None,
     config: RunConfig,
     model: Wav2Vec2Config,
     hidden_layers: tuple[int, ...],
@@ -361,17 +381,19 @@ def run_built(
             result = pipeline.run()
             result.wait_until_finish()
         else:
-            with ProgressReporter(progress_dir, start, DEFAULT_INTERVAL_S):
-                result = pipeline.run()
-                result.wait_until_finish()
-    finally:
-        if progress_dir is not None:
-            shutil.rmtree(progress_dir, ignore_errors=True)
+            result = run_locally(pipeline, progress_dir, census, start, config.verbose)
+    except Interrupted as stop:
+        on_disk = int(read_progress(progress_dir).get("items_written", 0)) if progress_dir else 0
+        stop.message = (
+            f"interrupted: {on_disk} items are on disk in {config.output_dir} (run {run_id}); "
+            "run the same command with --skip_existing to go on from there"
+        )
+        raise
     write_empty_pieces(
         [*table_specs(config, model, hidden_layers), errors_table()], config.output_dir, run_id
     )
     used = {
-        **asdict(config),
+        **asdict(replace(config, given=frozenset())),
         "decoding": "greedy" if decoding is None else decoding.describe(),
         "hidden_layers": list(hidden_layers),
         "beam": beam_options_used(options),
@@ -380,15 +402,50 @@ def run_built(
     summary = {
         "run_id": run_id,
         **summarize(result, time.time() - start, used),
-        "skipped_existing": found.get("items_skipped", 0),
         **summarize_scores(found),
     }
     write_summary(config.output_dir, run_id, summary)
     print(summary_line(summary))
+    failed = failures_line(summary)
+    if failed is not None:
+        print(failed)
     if summary["wer"] is not None:
         print(score_line(summary))
     print(f"output: {config.output_dir} (run {run_id})")
+    if summary["inputs"] and not summary["succeeded"]:
+        print(
+            f"error: every input failed ({summary['failed']}); the reasons are above and in "
+            f"{config.output_dir}/errors/",
+            file=sys.stderr,
+        )
+        return EXIT_ALL_FAILED
     return 0
+
+
+def run_locally(
+    pipeline: beam.Pipeline, progress_dir: str, census: Census | None, start: float, verbose: bool
+) -> Any:
+    """Run on the launcher's machine, with the progress display and the workers' stderr shown
+    above it (`pipeline/lifecycle.py`); returns the finished result."""
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    try:
+        interactive = terminal.isatty()
+        with (
+            ProgressDisplay(progress_dir, start, census, terminal, interactive) as display,
+            forwarded_stderr(display.write_line, verbose) as silence,
+        ):
+            try:
+                result = pipeline.run()
+                result.wait_until_finish()
+            except BaseException as error:
+                stop = interruption()
+                if stop is None:
+                    raise
+                silence()
+                raise stop from error
+        return result
+    finally:
+        terminal.close()
 
 
 def _not_beam_resource_warning(record: logging.LogRecord) -> bool:
@@ -413,14 +470,31 @@ def _configure_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point: the exit status of the command (module docstring)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's Python-level chatter
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(help_text())
         return 0
     _configure_logging()
-    return run(argv)
+    try:
+        with stop_on_signals():
+            return run(argv)
+    except Interrupted as stop:
+        stop_children()
+        print(stop.message, file=sys.stderr)
+        sys.stderr.flush()
+        _silence_stderr()
+        return stop.status
+
+
+def _silence_stderr() -> None:
+    """After an interruption, what the rest of the process would print (threads dying in the
+    middle of their work) is not the user's to read."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    threading.excepthook = lambda args: None
 
 
 def cli() -> NoReturn:

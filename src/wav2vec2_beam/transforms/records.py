@@ -8,6 +8,7 @@ stays a list of named transforms. Every input item ends either in an output row 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,16 @@ def hidden_state_key(layer: int) -> str:
     return f"hidden_state_{layer}"
 
 
+def frame_time(frame: float, seconds_per_frame: float) -> float:
+    """A frame boundary in seconds, rounded to the microsecond: frames are 20 ms (or another
+    whole number of samples), so the rounding changes no time, and `6.56` is stored rather than
+    the float product `6.5600000000000005`."""
+    return round(frame * seconds_per_frame, 6)
+
+
+_REASON = re.compile(r"[a-z][a-z0-9_]*")
+
+
 @dataclass(frozen=True)
 class ErrorRecord:
     """One input item that could not be processed, and why (a row of the `errors/` table).
@@ -63,6 +74,13 @@ class ErrorRecord:
     def __post_init__(self) -> None:
         for name in ("id", "source", "stage", "error"):
             object.__setattr__(self, name, escape(getattr(self, name)))
+
+    @property
+    def reason(self) -> str:
+        """The error's short reason code (`no_match`, `not_audio`, ...: docs/OUTPUTS.md), the
+        word before its first colon; `other` for a message without one."""
+        code = self.error.split(":", 1)[0]
+        return code if _REASON.fullmatch(code) else "other"
 
 
 @dataclass

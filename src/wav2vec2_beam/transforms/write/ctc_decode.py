@@ -44,6 +44,7 @@ from wav2vec2_beam.transforms.records import (
     TARGET_SAMPLE_RATE,
     ErrorRecord,
     ItemResult,
+    frame_time,
 )
 from wav2vec2_beam.transforms.write.lm_decode import (
     BeamDecoding,
@@ -72,8 +73,8 @@ def decode_ctc(
         chars.append(
             {
                 "char": offset["char"],
-                "start_s": start * seconds_per_frame,
-                "end_s": end * seconds_per_frame,
+                "start_s": frame_time(start, seconds_per_frame),
+                "end_s": frame_time(end, seconds_per_frame),
                 "confidence": float((cumulative[end] - cumulative[start]) / (end - start)),
             }
         )
@@ -95,8 +96,8 @@ def decode_ctc(
         words.append(
             {
                 "word": word["word"],
-                "start_s": start * seconds_per_frame,
-                "end_s": end * seconds_per_frame,
+                "start_s": frame_time(start, seconds_per_frame),
+                "end_s": frame_time(end, seconds_per_frame),
                 "confidence": float(total / count),
             }
         )

@@ -14,6 +14,13 @@ unlike the ones there (other hidden layers, another model). So a run, before any
   the first run that wrote the folder, and refuses a resume whose settings differ (`SettingsDiffer`,
   naming each difference); a first run writes it.
 
+A folder that cannot be written (a regular file, a read-only place, a bucket without access) is
+refused with `FolderUnwritable` when the lock is taken, before any model is loaded.
+
+A plain run into a folder that holds an earlier run's tables would mix the two runs' rows (and a
+table of two widths cannot be read at all), so it is refused (`EarlierTables`) unless it resumes
+that run (`--skip_existing`) or replaces its tables (`--overwrite`, `remove_tables`).
+
 The lock's content and settings.json are small JSON files; neither is a table piece.
 """
 
@@ -25,10 +32,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
+
+from wav2vec2_beam.transforms.read.ids import literal
 
 LOCK_NAME = ".wav2vec2-beam.lock"
 SETTINGS_NAME = "settings.json"
@@ -43,6 +52,14 @@ class FolderBusy(Exception):
 
 class SettingsDiffer(Exception):
     """A resume asks for tables unlike the folder's; `str()` is the one line shown."""
+
+
+class FolderUnwritable(Exception):
+    """The output folder cannot be made or written; `str()` is the one line shown."""
+
+
+class EarlierTables(Exception):
+    """A plain run into a folder with an earlier run's tables; `str()` is the one line shown."""
 
 
 def _is_remote(path: str) -> bool:
@@ -66,9 +83,12 @@ def _local_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
     import fcntl
 
     created = not os.path.exists(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, LOCK_NAME)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise FolderUnwritable(_unwritable(output_dir, error)) from None
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,6 +103,17 @@ def _local_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
                 os.rmdir(output_dir)
     finally:
         os.close(descriptor)  # releases the flock
+
+
+def _unwritable(output_dir: str, error: BaseException) -> str:
+    if isinstance(error, FileExistsError) or (
+        not _is_remote(output_dir) and os.path.exists(output_dir) and not os.path.isdir(output_dir)
+    ):
+        return f"--output_dir {output_dir} is a file, not a folder"
+    reason = (
+        getattr(error, "strerror", None) or " ".join(str(error).split()) or type(error).__name__
+    )
+    return f"--output_dir {output_dir} cannot be written: {reason}"
 
 
 def _read_holder(path: str) -> dict[str, Any]:
@@ -117,7 +148,10 @@ def _remote_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
             if stop.wait(HEARTBEAT_S):
                 return
 
-    _write_json(path, {**holder, "heartbeat": time.time()})
+    try:
+        _write_json(path, {**holder, "heartbeat": time.time()})
+    except Exception as error:  # no bucket, no access, no network: before anything is built
+        raise FolderUnwritable(_unwritable(output_dir, error)) from None
     thread = threading.Thread(target=beat, name="output-lock-heartbeat", daemon=True)
     thread.start()
     try:
@@ -131,6 +165,41 @@ def _remote_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
 def _write_json(path: str, content: Mapping[str, Any]) -> None:
     with FileSystems.create(path) as handle:
         handle.write(json.dumps(content, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+
+
+def earlier_pieces(output_dir: str, tables: Sequence[str]) -> list[str]:
+    """The Parquet pieces of `tables` in the folder (any run's)."""
+    patterns = [FileSystems.join(literal(output_dir), table, "*.parquet") for table in tables]
+    return [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+
+
+def check_reuse(output_dir: str, tables: Sequence[str], resuming: bool, overwrite: bool) -> None:
+    """Refuse a plain run into a folder that holds tables already (`EarlierTables`)."""
+    if resuming or overwrite:
+        return
+    found = earlier_pieces(output_dir, tables)
+    if found:
+        folders = sorted({FileSystems.split(FileSystems.split(path)[0])[1] for path in found})
+        raise EarlierTables(
+            f"{output_dir} holds an earlier run's tables ({', '.join(folders)}); add "
+            "--skip_existing to resume that run with the same settings, --overwrite to replace "
+            "them, or write to another --output_dir"
+        )
+
+
+def remove_tables(output_dir: str, tables: Sequence[str]) -> int:
+    """`--overwrite`: delete the folder's pieces of `tables` (scratch files included), its
+    summaries and settings.json, leaving anything else in it; returns the pieces deleted."""
+    pieces = earlier_pieces(output_dir, tables)
+    patterns = [FileSystems.join(literal(output_dir), table, ".*.tmp") for table in tables]
+    patterns += [
+        FileSystems.join(literal(output_dir), name)
+        for name in ("summary.json", "summary-*.json", SETTINGS_NAME)
+    ]
+    others = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if pieces or others:
+        FileSystems.delete(pieces + others)
+    return len(pieces)
 
 
 def check_settings(output_dir: str, settings: Mapping[str, Any], resuming: bool) -> None:

@@ -23,6 +23,7 @@ import atexit
 import itertools
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -47,6 +48,7 @@ from wav2vec2_beam.models.language_model import (
     locate_language_model,
     read_alphabet,
 )
+from wav2vec2_beam.transforms.records import frame_time
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,10 @@ _decoding: BeamDecoding | None = None
 
 
 def _load(decoding: BeamDecoding, files: LanguageModelFiles | None) -> None:
-    """Pool initializer: load the LM once per process, and end the process with its parent."""
+    """Pool initializer: load the LM once per process, leave Ctrl-C (which the terminal sends
+    to the whole process group) to the launcher, and end the process with its parent."""
     global _decoder, _decoding
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
     _exit_with_parent()
     _decoder = load_decoder(decoding.labels, files)
     _decoding = decoding
@@ -232,7 +236,12 @@ def word_rows(
 
 
 def _row(kind: str, text: str, start_s: float, end_s: float, confidence: float) -> dict[str, Any]:
-    return {kind: text, "start_s": start_s, "end_s": end_s, "confidence": float(confidence)}
+    return {
+        kind: text,
+        "start_s": frame_time(start_s, 1.0),
+        "end_s": frame_time(end_s, 1.0),
+        "confidence": float(confidence),
+    }
 
 
 def _spell(word: str, ids: dict[str, int]) -> list[tuple[str, int]] | None:

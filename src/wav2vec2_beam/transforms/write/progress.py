@@ -1,19 +1,19 @@
-"""Progress: Beam counters for the record, a log line every 30 s while running, a final summary.
+"""Progress: Beam counters for the record, per-process totals for the live display, a summary.
 
-Counters (namespace `wav2vec2`) are the truth: `files_succeeded`, `files_failed`, `audio_ms`
-(audio of the succeeded files), `batches`, `chunks`, `model_loads`, `input_samples` and
-`computed_samples` (for the padding waste), and `items_written` and `pieces_written` (what the
-writers committed); summary.json is made from them once the pipeline has finished
-(`summarize`).
+Counters (namespace `wav2vec2`) are the truth: `files_succeeded`, `files_failed` (and
+`failed:<reason>` for each error reason), `audio_ms` (audio of the succeeded files), `batches`,
+`chunks`, `model_loads`, `input_samples` and `computed_samples` (for the padding waste),
+`items_skipped` (left out by a resume), and `items_written` and `pieces_written` (what the writers
+committed); summary.json is made from them once the pipeline has finished (`summarize`).
 
 Live progress needs more, because the DirectRunner reports counters only when the pipeline ends,
 and with `--direct_running_mode=multi_processing` the work happens in other processes. So the
 stages also add their counts to a per-process JSON file in a local progress folder
-(`record_progress`, one small atomic write per batch or item), and the launcher's
-`ProgressReporter` thread sums those files and logs a line every `interval_s` seconds, also while
-nothing is finished yet (decoding runs before inference on the DirectRunner). The folder exists
-only on the launcher's machine, so the launcher passes it only to DirectRunner pipelines; on
-Dataflow the counters appear live in the job's monitoring page instead.
+(`record_progress`, one small atomic write per batch or item), which the launcher's display
+(`pipeline/console.py`) sums, also while nothing is finished yet (decoding runs before inference
+on the DirectRunner). The folder exists only on the launcher's machine, so the launcher passes it
+only to DirectRunner pipelines; on Dataflow the counters appear live in the job's monitoring page
+instead.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from apache_beam.metrics.metric import MetricsFilter
 
 METRICS_NAMESPACE = "wav2vec2"
 
-#: How often the launcher logs progress, in seconds.
-DEFAULT_INTERVAL_S = 30.0
+#: Counter names of the error rows by reason: `failed:no_match`, `failed:not_audio`, ...
+FAILED_PREFIX = "failed:"
 
 LOGGER = logging.getLogger("wav2vec2")
 
@@ -74,44 +73,6 @@ def read_progress(progress_dir: str) -> dict[str, float]:
     return summed
 
 
-def progress_line(totals: Mapping[str, float], elapsed_s: float) -> str:
-    """One log line: files and audio inferred, real-time factor, batches, files finished, and
-    how many of them are committed to the tables."""
-    audio_s = totals.get("audio_s", 0.0)
-    speed = audio_s / elapsed_s if elapsed_s > 0 else 0.0
-    return (
-        f"progress: {int(totals.get('files_inferred', 0))} files inferred, "
-        f"{audio_s / 3600:.3f} h of audio, {speed:.1f}x real time, "
-        f"{int(totals.get('batches', 0))} batches; "
-        f"{int(totals.get('files_succeeded', 0))} files done, "
-        f"{int(totals.get('files_failed', 0))} failed, "
-        f"{int(totals.get('items_written', 0))} on disk; {elapsed_s:.0f} s elapsed"
-    )
-
-
-class ProgressReporter:
-    """A daemon thread in the launcher that logs `progress_line` every `interval_s` seconds."""
-
-    def __init__(self, progress_dir: str, start_time: float, interval_s: float) -> None:
-        self._dir = progress_dir
-        self._start = start_time
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
-
-    def __enter__(self) -> ProgressReporter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            LOGGER.info(progress_line(read_progress(self._dir), time.time() - self._start))
-
-
 def counters(result: Any) -> dict[str, int]:
     """This module's counters from a finished pipeline result, summed over steps."""
     query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
@@ -147,17 +108,38 @@ def summarize(result: Any, wall_seconds: float, options: Mapping[str, Any]) -> d
         "padding_waste": padding_waste(found),
         "items_written": found.get("items_written", 0),
         "pieces_written": found.get("pieces_written", 0),
+        "skipped_existing": found.get("items_skipped", 0),
+        "failures": failures(found),
         "options": dict(options),
     }
+
+
+def failures(found: Mapping[str, int]) -> dict[str, int]:
+    """The error rows by reason, the most frequent first."""
+    by_reason = {
+        name.removeprefix(FAILED_PREFIX): count
+        for name, count in found.items()
+        if name.startswith(FAILED_PREFIX) and count
+    }
+    return dict(sorted(by_reason.items(), key=lambda pair: (-pair[1], pair[0])))
+
+
+def failures_line(summary: Mapping[str, Any]) -> str | None:
+    """`failed: not_audio 3, no_match 1` (None when nothing failed)."""
+    if not summary.get("failures"):
+        return None
+    return "failed: " + ", ".join(f"{reason} {n}" for reason, n in summary["failures"].items())
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:
     """The final line printed by the launcher."""
     wall = summary["wall_seconds"]
     speed = summary["audio_seconds"] / wall if wall > 0 else 0.0
+    skipped = summary.get("skipped_existing", 0)
+    skipped_text = f", {skipped} skipped (already in the tables)" if skipped else ""
     return (
         f"done: {summary['inputs']} files ({summary['succeeded']} succeeded, "
-        f"{summary['failed']} failed), {summary['audio_seconds'] / 3600:.3f} h of audio in "
+        f"{summary['failed']} failed{skipped_text}), {summary['audio_seconds'] / 3600:.3f} h of audio in "
         f"{wall:.1f} s ({speed:.1f}x real time), {summary['padding_waste']:.1%} of the "
         f"computed samples padding, model loaded {summary['model_loads']} time(s)"
     )

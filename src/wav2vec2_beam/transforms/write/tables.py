@@ -76,7 +76,11 @@ from wav2vec2_beam.transforms.records import (
     ItemResult,
     hidden_state_key,
 )
-from wav2vec2_beam.transforms.write.progress import METRICS_NAMESPACE, record_progress
+from wav2vec2_beam.transforms.write.progress import (
+    FAILED_PREFIX,
+    METRICS_NAMESPACE,
+    record_progress,
+)
 
 FEATURE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
@@ -318,11 +322,19 @@ def write_scratch(table: pa.Table, final_path: str) -> str:
     No `*.parquet` glob, pyarrow dataset or `--skip_existing` sees the scratch file; `publish`
     then renames it to `final_path`. On a local disk the rename is atomic; on gs:// Beam renames
     by copying, and a GCS object becomes visible only when its copy has finished, whole.
+
+    A table without rows is written without a row group (the schema alone): Hugging Face
+    `datasets` cannot read a zero-row row group ("BatchSize must be greater than 0"), and reads a
+    file with none as no rows, as pandas, pyarrow, polars and DuckDB do.
     """
     folder, name = FileSystems.split(final_path)
     scratch = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
     with FileSystems.create(scratch, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        pq.write_table(table, handle, compression="snappy", use_compliant_nested_type=True)
+        with pq.ParquetWriter(
+            handle, table.schema, compression="snappy", use_compliant_nested_type=True
+        ) as writer:
+            if table.num_rows:
+                writer.write_table(table)
         _sync(handle)
     return scratch
 
@@ -392,6 +404,7 @@ class _WritePieces(beam.DoFn):
         if isinstance(element, ErrorRecord):
             tables = ["errors"]
             self._failed.inc()
+            Metrics.counter(METRICS_NAMESPACE, FAILED_PREFIX + element.reason).inc()
             record_progress(self._progress_dir, files_failed=1)
         else:
             tables = self._item_tables
