@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from apache_beam.testing.util import assert_that
 
 from wav2vec2_beam.models import Wav2Vec2CTCTokenizer
 from wav2vec2_beam.models.batching import bucket_for
+from wav2vec2_beam.pipeline import console
+from wav2vec2_beam.pipeline.console import ProgressDisplay, progress_line
 from wav2vec2_beam.transforms.infer.batch import (
     BatchAudio,
     batch_capacity,
@@ -26,6 +29,7 @@ from wav2vec2_beam.transforms.infer.batch import (
 )
 from wav2vec2_beam.transforms.infer.model_handler import InferenceSpec, LoadedWav2Vec2, max_softmax
 from wav2vec2_beam.transforms.infer.stitch import first_error, stitch_item
+from wav2vec2_beam.transforms.read.census import Census
 from wav2vec2_beam.transforms.records import (
     CLASS_PROBABILITIES,
     CODES,
@@ -38,12 +42,7 @@ from wav2vec2_beam.transforms.records import (
     ItemResult,
 )
 from wav2vec2_beam.transforms.write.ctc_decode import decode_ctc
-from wav2vec2_beam.transforms.write.progress import (
-    ProgressReporter,
-    progress_line,
-    read_progress,
-    record_progress,
-)
+from wav2vec2_beam.transforms.write.progress import read_progress, record_progress
 from wav2vec2_beam.transforms.write.tables import (
     classifications_table,
     codes_table,
@@ -368,22 +367,37 @@ def test_progress_files_add_up_per_run(tmp_path: Path) -> None:
     record_progress(None, files_inferred=100)
     assert read_progress(str(run_a)) == {"files_inferred": 3, "audio_s": 30.0, "batches": 1}
     assert read_progress(str(run_b)) == {"files_inferred": 5}
-    line = progress_line(read_progress(str(run_a)), elapsed_s=10.0)
-    assert "3 files inferred" in line and "3.0x real time" in line and "0.008 h" in line
 
 
-def test_the_reporter_logs_on_its_interval(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_progress_line_has_the_percentage_and_the_time_left(tmp_path: Path) -> None:
+    record_progress(str(tmp_path), files_succeeded=2, files_failed=1, audio_s=30.0)
+    record_progress(str(tmp_path), items_skipped=1, items_written=2)
+    census = Census(items=8, audio_s=None)
+    line = progress_line(read_progress(str(tmp_path)), 10.0, census)
+    # 4 of 8 items done (2 + 1 failed + 1 skipped) in 10 s: 10 s more at that rate.
+    assert line == (
+        "progress: 50%, 4 of 8 items (0.01 h of audio, 3.0x real time, 2 on disk, 1 failed, "
+        "1 skipped (already in the tables)); 10 s elapsed, about 10 s left"
+    )
+    unknown = progress_line(read_progress(str(tmp_path)), 10.0, Census(items=None, audio_s=None))
+    assert unknown.startswith("progress: 4 items (") and "left" not in unknown
+
+
+def test_the_display_logs_on_its_interval_when_not_a_terminal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    record_progress(str(tmp_path), files_inferred=4, audio_s=7200.0)
+    monkeypatch.setattr(console, "FIRST_LOG_S", 0.05)
+    monkeypatch.setattr(console, "LOG_INTERVAL_S", 0.05)
+    record_progress(str(tmp_path), files_succeeded=4, audio_s=7200.0)
     with caplog.at_level(logging.INFO, logger="wav2vec2"):
         logger = logging.getLogger("wav2vec2")
         propagate, logger.propagate = logger.propagate, True
         try:
-            with ProgressReporter(str(tmp_path), time.time(), interval_s=0.05):
+            census = Census(items=16, audio_s=None)
+            with ProgressDisplay(str(tmp_path), time.time(), census, sys.stderr, False):
                 time.sleep(0.3)
         finally:
             logger.propagate = propagate
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
     assert len(lines) >= 3
-    assert "4 files inferred, 2.000 h of audio" in lines[-1]
+    assert lines[-1].startswith("progress: 25%, 4 of 16 items (2.00 h of audio, ")
