@@ -56,7 +56,7 @@ def profile(checkpoint: str, minutes: float, precision: str, work: Path) -> dict
     startup = {
         "start Python and import apache_beam": _process_seconds("import apache_beam"),
         "import TensorFlow and load the model": _process_seconds(
-            f"from models import load_model; load_model({checkpoint!r})"
+            f"from wav2vec2_beam.models import load_model; load_model({checkpoint!r})"
         ),
     }
 

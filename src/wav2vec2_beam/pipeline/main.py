@@ -70,7 +70,7 @@ from wav2vec2_beam.pipeline.options import (
     parse_args,
     resolve_outputs,
 )
-from wav2vec2_beam.transforms.read.census import Census, take_census
+from wav2vec2_beam.transforms.read.census import CENSUS_BUDGET_S, Census, take_census
 from wav2vec2_beam.transforms.write.folder import (
     EarlierTables,
     FolderBusy,
@@ -349,8 +349,10 @@ def run_job(
         except SettingsDiffer as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_OPTIONS
-        census = take_census(config.inputs, config.input_format) if local else None
-        for line in census_lines(census) if census is not None else ():
+        # Counted before the job starts, so that a pattern that matches nothing shows at once; on
+        # a remote runner only the patterns are listed (no file headers read from here).
+        census = take_census(config.inputs, config.input_format, CENSUS_BUDGET_S if local else 0)
+        for line in census_lines(census):
             LOGGER.info(line)
         return run_built(
             pipeline, options, progress_dir, census, config, model, hidden_layers, decoding, run_id

@@ -9,7 +9,8 @@ with a readable header, their audio duration.
 
 Counting is cheap and bounded: patterns are matched exactly as `ReadCorpus` matches them, headers
 are read only for local files, and once `budget_s` has passed the detail is given up (the totals
-become unknown, and the bar counts without a percentage). The numbers are a forecast for the
+become unknown, and the bar counts without a percentage). For a remote runner (Dataflow) the
+launcher lists the patterns only (`budget_s` 0): the counts are printed, nothing is read. The numbers are a forecast for the
 display only; the tables and summary.json come from what the job itself read.
 """
 
