@@ -428,3 +428,15 @@ def test_worker_processes_start_quietly_unless_verbose(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         shown = [word for word in noise if word in done.stderr]
         assert (shown != []) == verbose, (verbose, done.stderr[-3000:])
+
+
+def test_the_count_of_the_inputs_never_opens_a_fifo(tmp_path: Path) -> None:
+    """The launcher counts the inputs before the job: a FIFO among them would block an open."""
+    from wav2vec2_beam.transforms.read.census import take_census
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    shutil.copy(HELDOUT[0], tmp_path / "a.flac")
+    start = time.monotonic()
+    census = take_census([f"{tmp_path}/*"], "auto")
+    assert time.monotonic() - start < 5
+    assert census.items == 2 and [count.files for count in census.patterns] == [2]

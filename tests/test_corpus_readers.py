@@ -462,7 +462,7 @@ def test_bad_manifest_lines_are_error_rows(tmp_path: Path) -> None:
 def test_manifest_resume_and_a_missing_manifest(tmp_path: Path) -> None:
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"audio_filepath": "a.wav"}\n{"audio_filepath": "b.wav"}\n')
-    items, _ = split(list(read_manifest(str(manifest), frozenset({f"{manifest}#1"}), None, None)))
+    items, _ = split(list(read_manifest(str(manifest), SkipList({f"{manifest}#1"}), None, None)))
     assert list(items) == [f"{manifest}#2"]
     missing = tmp_path / "missing.jsonl"
     items, errors = split(list(read_manifest(str(missing), frozenset(), None, None)))

@@ -18,7 +18,15 @@ import pytest
 
 from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR, corpus
 from wav2vec2_beam.demo.build_lm import ARPA_NAME, build
-from wav2vec2_beam.demo.evaluate import argmax_agreement, held_out_plans, table
+from wav2vec2_beam.demo.evaluate import (
+    OUT_OF_DOMAIN,
+    argmax_agreement,
+    bundled_set,
+    error_rates,
+    held_out_plans,
+    out_of_domain_set,
+    table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = HELDOUT_DIR / "transcripts.json"
@@ -112,3 +120,23 @@ def test_the_table_shows_the_other_precision() -> None:
     header, rule, line = table([row]).splitlines()
     assert header.count("|") == rule.count("|") == line.count("|") == 8
     assert line == "| s | 2 | 50.0% | 25.0% | 50.0% | 30.0% | 99.88% |"
+
+
+def test_count_sizes_the_out_of_domain_set_too() -> None:
+    """`evaluate --count 3` speaks 3 out-of-domain sentences, the first 3 of the file's 40."""
+    sentences = OUT_OF_DOMAIN.read_text().splitlines()
+    evaluation_set = out_of_domain_set(3, seed=5)
+    assert evaluation_set.texts == sentences[:3] and len(evaluation_set.audio) == 3
+
+
+def test_the_bundled_set_is_the_packaged_held_out_speech() -> None:
+    utterances = json.loads((HELDOUT_DIR / "transcripts.json").read_text())["utterances"]
+    bundled = bundled_set()
+    assert bundled.texts == [item["text"] for item in utterances] and len(bundled.audio) == 24
+
+
+def test_error_rates_are_corpus_rates() -> None:
+    """Hand-computed: 1 substitution in 4 words and 1 deletion in 2 (2 of 6 words); characters:
+    "THE CAT SAT DOWN" -> "THE BAT SAT DOWN" is 1 edit of 16, "A DOG" -> "A" 4 of 5."""
+    rates = error_rates(["the cat sat down", "a dog"], ["THE BAT SAT DOWN", "A"])
+    assert rates == {"wer": 2 / 6, "cer": 5 / 21}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 import soundfile
 
-from wav2vec2_beam.transforms.read.ids import canonical_path
+from wav2vec2_beam.transforms.read.ids import canonical_path, special_file
 from wav2vec2_beam.transforms.read.inputs import expand_braces, infer_kind, match_pattern
 from wav2vec2_beam.transforms.read.manifest import is_csv
 from wav2vec2_beam.transforms.read.webdataset import split_member_name
@@ -97,6 +97,8 @@ def _add(census: Census, items: int | None, audio_s: float | None) -> None:
 def _contents(path: str, kind: str) -> tuple[int | None, float | None]:
     """(items, audio seconds) of one matched file, None where not cheaply known."""
     local = "://" not in path
+    if local and special_file(path) is not None:  # a FIFO would block the open: one error row
+        return 1, 0.0
     try:
         if kind == "audio":
             if not local:
