@@ -172,6 +172,21 @@ def test_a_run_with_some_failures_exits_0_and_counts_them_by_reason(tmp_path: Pa
     assert json.loads((out / "summary.json").read_text())["failures"] == {"not_audio": 1}
 
 
+def test_a_resume_whose_new_items_all_fail_exits_0(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all" * 10)
+    out = tmp_path / "out"
+    first = run(demo("--input", str(HELDOUT[0]), "--output_dir", str(out)))
+    assert first.returncode == 0, first.stderr[-3000:]
+    # the good item is already in the tables: this run fails all it does, and still delivered
+    again = run(
+        demo("--input", str(HELDOUT[0]), str(bad), "--output_dir", str(out), "--skip_existing")
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["skipped_existing"], summary["succeeded"], summary["failed"]) == (1, 0, 1)
+
+
 @pytest.mark.parametrize("where", ["a_file", "under_a_file", "proc"])
 def test_an_output_folder_that_cannot_be_written_is_refused_at_once(tmp_path, where) -> None:
     regular = tmp_path / "file"

@@ -414,7 +414,7 @@ def run_built(
     if summary["wer"] is not None:
         print(score_line(summary))
     print(f"output: {config.output_dir} (run {run_id})")
-    if summary["inputs"] and not summary["succeeded"]:
+    if summary["inputs"] and not summary["succeeded"] and not summary["skipped_existing"]:
         print(
             f"error: every input failed ({summary['failed']}); the reasons are above and in "
             f"{config.output_dir}/errors/",
