@@ -5,14 +5,18 @@
 #       --input 'gs://B/corpus/**.flac' --model_dir gs://B/models/wav2vec2-base-960h \
 #       [--output_dir gs://B/out] [any pipeline or Beam flag...]
 #
-# Project, region, bucket and worker image come from these flags or from the environment
-# (PROJECT, REGION, BUCKET, IMAGE); GPU_TYPE (nvidia-l4), MACHINE_TYPE (g2-standard-8),
-# MAX_WORKERS (10) and ACCELERATOR from the environment. ACCELERATOR replaces the GPU's
-# worker_accelerator value, e.g. TPUs for --backend jax (docs/DATAFLOW.md):
+# The project comes from --project, else PROJECT, else GOOGLE_CLOUD_PROJECT, else gcloud's
+# configured project; region, bucket and worker image from the flags or from REGION, BUCKET and
+# IMAGE. GPU_TYPE (nvidia-l4), MACHINE_TYPE (g2-standard-8), MAX_WORKERS (10) and ACCELERATOR
+# come from the environment. ACCELERATOR replaces the GPU's worker_accelerator value, e.g. TPUs
+# for --backend jax (docs/DATAFLOW.md):
 #   ACCELERATOR="type:tpu-v5-lite-podslice;topology:1x1" MACHINE_TYPE=ct5lp-hightpu-1t
-# Build and push the image first (see Dockerfile):
+# Inputs, model, LM and output must be on gs:// (the workers cannot read this machine's files).
+# Build and push the image first (see Dockerfile); it holds the package, so nothing else is staged:
 #   docker build -t "$IMAGE" . && docker push "$IMAGE"
-# Add --dry_run=True to build the job request without submitting it (works offline).
+# Add --dry_run=True to build the job request and write it to a JSON file instead of submitting
+# it (--dataflow_job_file=PATH names the file); that needs no network once the checkpoint's files
+# are in the local cache (docs/DATAFLOW.md).
 #
 # One GPU per worker VM and one SDK process per VM (no_use_multiple_sdk_containers), so each
 # GPU holds exactly one copy of the model, shared by the process's threads.
@@ -24,6 +28,7 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 PASS=()
 while [ "$#" -gt 0 ]; do
   case "$1" in
+    -h|--help) sed -n '2,/^[^#]/p' run_dataflow.sh | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     --project) PROJECT="$2"; shift 2 ;;
     --project=*) PROJECT="${1#*=}"; shift ;;
     --region) REGION="$2"; shift 2 ;;
@@ -35,7 +40,11 @@ while [ "$#" -gt 0 ]; do
     *) PASS+=("$1"); shift ;;
   esac
 done
-: "${PROJECT:?set PROJECT or pass --project}"
+PROJECT="${PROJECT:-${GOOGLE_CLOUD_PROJECT:-}}"
+if [ -z "$PROJECT" ] && command -v gcloud >/dev/null 2>&1; then
+  PROJECT="$(gcloud config get-value project 2>/dev/null || true)"
+fi
+: "${PROJECT:?pass --project, or set PROJECT or GOOGLE_CLOUD_PROJECT (or gcloud config set project)}"
 : "${REGION:?set REGION or pass --region}"
 : "${BUCKET:?set BUCKET or pass --bucket (a GCS bucket name, without gs://)}"
 IMAGE="${IMAGE:-$REGION-docker.pkg.dev/$PROJECT/wav2vec2/wav2vec2-beam:latest}"
@@ -53,7 +62,6 @@ ARGS=(
   --output_dir="gs://$BUCKET/wav2vec2-output"
   --sdk_container_image="$IMAGE"
   --sdk_location=container
-  --setup_file=./setup.py
   --machine_type="$MACHINE_TYPE"
   --disk_size_gb=100
   --max_num_workers="$MAX_WORKERS"
@@ -61,5 +69,5 @@ ARGS=(
   --experiments=no_use_multiple_sdk_containers
 )
 # Flags given later win (argparse keeps the last), so --output_dir and the rest can be overridden.
-echo "submitting: $PYTHON -m wav2vec2_beam ${ARGS[*]} ${PASS[*]}" >&2
+echo "command: $PYTHON -m wav2vec2_beam ${ARGS[*]} ${PASS[*]}" >&2
 exec "$PYTHON" -m wav2vec2_beam "${ARGS[@]}" "${PASS[@]}"

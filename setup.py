@@ -49,8 +49,20 @@ INSTALL_REQUIRES = [
 JAX = ["jax>=0.10,<0.13", "flax>=0.12,<0.13"]
 
 # The tests: pytest and ruff; jiwer, the independent oracle of WER and CER; the readers users load the tables with, each checked to read every
-# table folder (pandas, polars, DuckDB, Hugging Face datasets); and the JAX backend.
-TEST = ["pytest", "ruff", "jiwer", "pandas", "polars", "duckdb", "datasets", *JAX]
+# table folder (pandas, polars, DuckDB, Hugging Face datasets); gcp-storage-emulator, a Cloud
+# Storage on 127.0.0.1 that both Beam's GCS client and gcsfs talk to (fake-gcs-server cannot do
+# the client's batch copies, and is a Go binary); and the JAX backend.
+TEST = [
+    "pytest",
+    "ruff",
+    "jiwer",
+    "pandas",
+    "polars",
+    "duckdb",
+    "datasets",
+    "gcp-storage-emulator",
+    *JAX,
+]
 
 setup(
     name="wav2vec2-beam",

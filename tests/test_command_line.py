@@ -172,12 +172,14 @@ def test_a_run_with_some_failures_exits_0_and_counts_them_by_reason(tmp_path: Pa
     assert json.loads((out / "summary.json").read_text())["failures"] == {"not_audio": 1}
 
 
-def test_a_resume_whose_new_items_all_fail_exits_0(tmp_path: Path) -> None:
+def test_a_resume_whose_new_items_all_fail_exits_0_and_clears_scratch_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all" * 10)
     out = tmp_path / "out"
     first = run(demo("--input", str(HELDOUT[0]), "--output_dir", str(out)))
     assert first.returncode == 0, first.stderr[-3000:]
+    scratch = out / "transcripts" / ".a-killed-run-piece.parquet.0123abcd.tmp"
+    scratch.write_bytes(b"PAR1 half written")
     # the good item is already in the tables: this run fails all it does, and still delivered
     again = run(
         demo("--input", str(HELDOUT[0]), str(bad), "--output_dir", str(out), "--skip_existing")
@@ -185,6 +187,7 @@ def test_a_resume_whose_new_items_all_fail_exits_0(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["skipped_existing"], summary["succeeded"], summary["failed"]) == (1, 0, 1)
+    assert not scratch.exists()  # what a killed run left is cleared by the next run
 
 
 @pytest.mark.parametrize("where", ["a_file", "under_a_file", "proc"])

@@ -1,16 +1,23 @@
-"""What can be checked of the Dataflow path offline: the job builds, and the image matches the pins.
+"""What can be checked of the Dataflow path offline: the job request builds, says what it would
+submit, and needs no network; and the image matches the pins.
 
 Dataflow itself is not reachable from here, so nothing is submitted: `--dry_run=True` makes the
-DataflowRunner translate the graph and build the job request, then stop.
+DataflowRunner translate the graph, and the launcher writes the request it would send to a file.
+The checkpoint is on gs:// (a Dataflow job refuses local paths), served by a Cloud Storage
+emulator on 127.0.0.1 (`gcs_emulator`); a second dry run finds the emulator gone and builds the
+same request from the local cache of the checkpoint's files.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -18,14 +25,17 @@ import pytest
 from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
+from gcs_emulator import BUCKET, Storage, closed_port, running_storage
 
 from wav2vec2_beam.models.configuration import Wav2Vec2Config
 from wav2vec2_beam.pipeline.graph import build_pipeline
 from wav2vec2_beam.pipeline.main import make_pipeline
-from wav2vec2_beam.pipeline.options import check_against_model, parse_args
+from wav2vec2_beam.pipeline.options import OptionsError, check_against_model, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "fixtures" / "checkpoints" / "base"
+GS_MODEL = f"gs://{BUCKET}/models/base"
+IMAGE = "us-central1-docker.pkg.dev/my-project/wav2vec2/wav2vec2-beam:latest"
 STAGES = (
     "Inputs",
     "ReadCorpus",
@@ -91,41 +101,177 @@ def test_the_environment_has_the_pinned_versions() -> None:
 
 
 @pytest.fixture(scope="module")
-def submitted_flags() -> list[str]:
-    """run_dataflow.sh with --dry_run: it must build the job, and says which flags it used."""
-    done = subprocess.run(
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storage]:
+    with running_storage(tmp_path_factory.mktemp("gcs")) as running:
+        running.upload(MODEL, "models/base")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def dry_run(env: dict[str, str], job_file: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             "bash",
             str(REPO / "run_dataflow.sh"),
-            "--project=my-project",
             "--region=us-central1",
             "--bucket=my-bucket",
             "--input=gs://my-bucket/corpus/**.flac",
-            f"--model_dir={MODEL}",
+            f"--model_dir={GS_MODEL}",
             "--dry_run=True",
+            f"--dataflow_job_file={job_file}",
+            *extra,
         ],
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, **env},
     )
+
+
+@pytest.fixture(scope="module")
+def submitted(storage: Storage, cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """run_dataflow.sh with --dry_run: it must build the job, and says which flags it used; the
+    project comes from GOOGLE_CLOUD_PROJECT."""
+    job_file = tmp_path_factory.mktemp("job") / "job.json"
+    env = {**storage.env, "GOOGLE_CLOUD_PROJECT": "my-project", "WAV2VEC2_BEAM_CACHE": str(cache)}
+    done = dry_run(env, job_file)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "dry run: the job for run" in done.stdout
-    (line,) = [line for line in done.stderr.splitlines() if line.startswith("submitting: ")]
-    return shlex.split(line.removeprefix("submitting: "))[3:]  # after "python -m wav2vec2_beam"
+    assert "dry run: the job request of run " in done.stdout and str(job_file) in done.stdout
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("command: ")]
+    flags = shlex.split(line.removeprefix("command: "))[3:]  # after "python -m wav2vec2_beam"
+    return flags, json.loads(job_file.read_text())
+
+
+@pytest.fixture(scope="module")
+def submitted_flags(submitted) -> list[str]:
+    return submitted[0]
 
 
 def test_the_script_asks_for_gpus_and_one_process_per_gpu(submitted_flags: list[str]) -> None:
     assert "--runner=DataflowRunner" in submitted_flags
-    assert "--setup_file=./setup.py" in submitted_flags
+    assert "--project=my-project" in submitted_flags  # from GOOGLE_CLOUD_PROJECT
+    # the image holds the package: nothing to build or stage (no setup file)
+    assert not any(flag.startswith("--setup_file") for flag in submitted_flags)
+    assert "--sdk_location=container" in submitted_flags
     assert "--experiments=no_use_multiple_sdk_containers" in submitted_flags
     accelerator = [flag for flag in submitted_flags if "worker_accelerator=" in flag]
     assert accelerator and "install-nvidia-driver" in accelerator[0]
 
 
+def check_job_request(request: dict) -> None:
+    """What a user reads in the job file: the image, machine, GPU, and the pipeline's options."""
+    (pool,) = request["environment"]["workerPools"]
+    assert pool["machineType"] == "g2-standard-8"
+    assert pool["diskSizeGb"] == 100
+    assert pool["autoscalingSettings"]["maxNumWorkers"] == 10
+    assert pool["workerHarnessContainerImage"] == IMAGE
+    assert [image["containerImage"] for image in pool["sdkHarnessContainerImages"]] == [IMAGE]
+    assert pool.get("packages", []) == []  # nothing staged: the image holds the package
+    assert any(
+        option.startswith("worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver")
+        for option in request["environment"]["serviceOptions"]
+    )
+    assert "no_use_multiple_sdk_containers" in request["environment"]["experiments"]
+    options = request["environment"]["sdkPipelineOptions"]["options"]
+    assert options["model_dir"] == GS_MODEL
+    assert options["input"] == ["gs://my-bucket/corpus/**.flac"]
+    assert options["output_dir"] == "gs://my-bucket/wav2vec2-output"
+    assert options["project"] == "my-project" and options["region"] == "us-central1"
+    assert options["sdk_container_image"] == IMAGE
+    staged = options["pipelineUrl"]  # the staging folder holds a folder per job
+    assert staged.startswith("gs://my-bucket/dataflow/staging/") and staged.endswith("/pipeline.pb")
+    assert request["type"] == "JOB_TYPE_BATCH" or "type" not in request
+
+
+def test_the_dry_run_writes_the_job_request(submitted) -> None:
+    check_job_request(submitted[1])
+
+
+def test_the_dry_run_needs_no_network_once_the_checkpoint_is_cached(
+    storage: Storage, cache: Path, submitted, tmp_path: Path
+) -> None:
+    closed = f"127.0.0.1:{closed_port()}"
+    env = {
+        **storage.env,
+        "STORAGE_EMULATOR_HOST": f"http://{closed}",  # the store is gone: no network at all
+        "GCE_METADATA_HOST": closed,
+        "GCE_METADATA_IP": closed,
+        "HTTPS_PROXY": f"http://{closed}",
+        "HTTP_PROXY": f"http://{closed}",
+        "GOOGLE_CLOUD_PROJECT": "my-project",
+        "WAV2VEC2_BEAM_CACHE": str(cache),
+    }
+    started = time.monotonic()
+    done = dry_run(env, tmp_path / "job.json")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert took < 30, took
+    request = json.loads((tmp_path / "job.json").read_text())
+    check_job_request(request)
+    assert "no network: cannot connect to 127.0.0.1" in done.stderr
+    assert "; using its cached copy" in done.stderr
+    # and without a cached copy, the same dry run says why in one line, at once
+    started = time.monotonic()
+    empty = dry_run({**env, "WAV2VEC2_BEAM_CACHE": str(tmp_path / "empty")}, tmp_path / "j2.json")
+    assert empty.returncode == 3, empty.stderr[-3000:]
+    assert time.monotonic() - started < 30
+    (error,) = [line for line in empty.stderr.splitlines() if line.startswith("error: ")]
+    assert "no network" in error and not (tmp_path / "j2.json").exists()
+
+
+def test_the_script_shows_its_usage_and_finds_gclouds_project(tmp_path: Path) -> None:
+    shown = subprocess.run(
+        ["bash", str(REPO / "run_dataflow.sh"), "--help"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0 and "./run_dataflow.sh [--project P]" in shown.stdout
+    assert "GOOGLE_CLOUD_PROJECT" in shown.stdout
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gcloud").write_text(
+        '#!/bin/sh\n[ "$*" = "config get-value project" ] && echo gc-proj\n'
+    )
+    (fake / "gcloud").chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(REPO / "run_dataflow.sh"), "--region=r", "--bucket=b", "--input=gs://b/x"],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{fake}:/usr/bin:/bin", "PYTHON": "/bin/true"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--project=gc-proj" in done.stderr
+    missing = subprocess.run(
+        ["bash", str(REPO / "run_dataflow.sh"), "--region=r", "--bucket=b"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": "/bin/true"},
+    )
+    assert missing.returncode != 0 and "GOOGLE_CLOUD_PROJECT" in missing.stderr
+
+
+@pytest.mark.parametrize("flag", ["--input", "--model_dir", "--lm", "--output_dir"])
+def test_a_dataflow_job_refuses_local_paths(flag: str, tmp_path: Path) -> None:
+    flags = {
+        "--input": "gs://b/a/*.flac",
+        "--model_dir": GS_MODEL,
+        "--output_dir": "gs://b/out",
+        "--lm": "gs://b/lm.arpa",
+    }
+    flags[flag] = str(tmp_path / "here")
+    argv = ["--runner=DataflowRunner", "--decoder=beam", *(f"{k}={v}" for k, v in flags.items())]
+    with pytest.raises(OptionsError, match=f"{flag} .* Dataflow's workers cannot read it"):
+        parse_args(argv)
+    remote = {**flags, flag: "gs://b/there"}
+    _, config = parse_args([*argv[:2], *(f"{k}={v}" for k, v in remote.items())])
+    assert config.model_dir == remote["--model_dir"]  # the same job on gs:// is accepted
+
+
 def test_the_job_graph_builds_for_dataflow(submitted_flags: list[str]) -> None:
     options, config = parse_args(submitted_flags)
-    model = Wav2Vec2Config.from_pretrained(config.model_dir)
+    model = Wav2Vec2Config.from_pretrained(MODEL)  # what the cached gs:// copy holds
     pipeline, local = make_pipeline(options)
     build_pipeline(pipeline, config, model, check_against_model(config, model), "test-run")
     job = pipeline.run().job  # dry run: built, not submitted
@@ -137,7 +283,7 @@ def test_the_job_graph_builds_for_dataflow(submitted_flags: list[str]) -> None:
     assert any(option.startswith("worker_accelerator=type:nvidia-l4;count:1") for option in service)
     (environment,) = job.proto_pipeline.components.environments.values()
     image = beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
-    assert image == "us-central1-docker.pkg.dev/my-project/wav2vec2/wav2vec2-beam:latest"
+    assert image == IMAGE
 
 
 def downstream_of(components: beam_runner_api_pb2.Components, name: str) -> list[str]:
@@ -170,7 +316,7 @@ def grouping_transforms(components: beam_runner_api_pb2.Components) -> set[str]:
 def dataflow_job_graph(submitted_flags: list[str], *extra: str) -> beam_runner_api_pb2.Components:
     """The job graph the DataflowRunner builds (dry run) for run_dataflow.sh's flags + `extra`."""
     options, config = parse_args([*submitted_flags, *extra])
-    model = Wav2Vec2Config.from_pretrained(config.model_dir)
+    model = Wav2Vec2Config.from_pretrained(MODEL)  # what the cached gs:// copy holds
     pipeline, _ = make_pipeline(options)
     build_pipeline(pipeline, config, model, check_against_model(config, model), "test-run")
     return pipeline.run().job.proto_pipeline.components

@@ -281,7 +281,7 @@ def test_a_committed_piece_is_synced_before_and_after_its_rename(tmp_path: Path,
     monkeypatch.setattr(tables.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
     final = str(tmp_path / "t" / "p.parquet")
     (tmp_path / "t").mkdir()
-    tables.publish(tables.write_scratch(pa.table({"id": ["a"]}), final), final)
+    tables.write_piece(pa.table({"id": ["a"]}), final)()
     assert len(synced) == 2  # the file's data, then the folder's entry
     assert pq.read_table(final).column("id").to_pylist() == ["a"]
 

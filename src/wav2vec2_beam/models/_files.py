@@ -9,10 +9,13 @@ file is always reported with its full path.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
-from wav2vec2_beam.models import hub
+from wav2vec2_beam.models import file_cache, hub
+
+LOGGER = logging.getLogger(__name__)
 
 
 def _is_remote(path: str) -> bool:
@@ -34,25 +37,19 @@ def source(folder: str, name: str) -> str:
 def exists(folder: str, name: str) -> bool:
     """Whether `name` is a file inside `folder`."""
     path = source(folder, name)
-    if _is_remote(path):
-        import fsspec
-
-        filesystem, inner = fsspec.core.url_to_fs(path)
-        return bool(filesystem.isfile(inner))
-    return os.path.isfile(path)
+    if not _is_remote(path):
+        return os.path.isfile(path)
+    try:
+        return remote_info(path) is not None
+    except file_cache.StoreUnreachable:
+        if file_cache.may_use_cache_when_unreachable():
+            return file_cache.has_copy(path)
+        raise
 
 
 def read_bytes(folder: str, name: str) -> bytes:
     """The whole content of `folder/name`; FileNotFoundError naming the full path if absent."""
-    path = source(folder, name)
-    if not exists(folder, name):
-        raise FileNotFoundError(f"{path}: no such file")
-    if _is_remote(path):
-        import fsspec
-
-        with fsspec.open(path, "rb") as handle:
-            return handle.read()
-    with open(path, "rb") as handle:
+    with open(local_copy(folder, name), "rb") as handle:
         return handle.read()
 
 
@@ -66,35 +63,71 @@ def read_json(folder: str, name: str) -> Any:
 
 
 def local_copy(folder: str, name: str) -> str:
-    """A local path holding `folder/name`: the file itself if local, else a cached download.
+    """A local path holding `folder/name`: the file itself if local, else its cached copy.
 
-    h5py, KenLM and memory-mapped readers need a real file; remote files are fetched once per
-    process into a temporary folder that lives as long as the process.
+    h5py, KenLM and memory-mapped readers need a real file. A remote file is kept once per
+    machine, for every process and later run, in the version the store holds now
+    (`models.file_cache`); a process asks the store once per file.
     """
     path = source(folder, name)
     if not _is_remote(path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
         return path
-    if path not in _downloaded:
-        _downloaded[path] = _download(path, name)
-    return _downloaded[path]
+    if path not in _fetched:
+        try:
+            info = remote_info(path)
+        except file_cache.StoreUnreachable as error:
+            if not (file_cache.may_use_cache_when_unreachable() and file_cache.has_copy(path)):
+                raise
+            LOGGER.warning("%s; using its cached copy", error)
+            info = None
+        else:
+            if info is None:
+                raise FileNotFoundError(f"{path}: no such file")
+        _fetched[path] = file_cache.fetch(path, info)
+    return _fetched[path]
 
 
-#: Remote path -> its local copy, in this process.
-_downloaded: dict[str, str] = {}
+#: Remote path -> its cached copy, as this process found it.
+_fetched: dict[str, str] = {}
 
 
-def _download(path: str, name: str) -> str:
-    import shutil
-    import tempfile
+def remote_info(path: str) -> dict[str, Any] | None:
+    """The store's description of the object at `path` (None when there is no such file).
 
+    A store that cannot be asked raises `StoreUnreachable` with one line saying why (no network,
+    no access, no such bucket), at once rather than after the client's minute of retries.
+    """
     import fsspec
 
-    target = os.path.join(tempfile.mkdtemp(prefix="wav2vec2-ckpt-"), os.path.basename(name))
-    with fsspec.open(path, "rb") as remote, open(target, "wb") as handle:
-        shutil.copyfileobj(remote, handle, 1 << 24)  # streamed: LM files run to gigabytes
-    return target
+    file_cache.store_reachable(path)
+    filesystem, inner = fsspec.core.url_to_fs(path)
+    try:
+        info = filesystem.info(inner)
+    except FileNotFoundError:
+        _check_bucket(filesystem, path)
+        return None
+    except Exception as error:
+        raise file_cache.StoreUnreachable(f"{path}: access refused: {_one_line(error)}") from None
+    return info if info.get("type", "file") == "file" else None
+
+
+def _check_bucket(filesystem: Any, path: str) -> None:
+    """A missing object in a missing bucket is the bucket's fault: say so."""
+    protocol, _, rest = path.partition("://")
+    bucket = rest.split("/", 1)[0]
+    if protocol in file_cache.GCS_PROTOCOLS and bucket:
+        try:
+            found = filesystem.exists(bucket)
+        except Exception:  # the object is missing either way; the plain message stands
+            return
+        if not found:
+            raise file_cache.StoreUnreachable(f"{path}: no such bucket gs://{bucket}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def list_names(folder: str, name: str) -> list[str]:
@@ -103,6 +136,7 @@ def list_names(folder: str, name: str) -> list[str]:
     if _is_remote(path):
         import fsspec
 
+        file_cache.store_reachable(path)
         filesystem, inner = fsspec.core.url_to_fs(path)
         if not filesystem.isdir(inner):
             return []

@@ -48,7 +48,9 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
+from wav2vec2_beam.models.file_cache import StoreUnreachable, cached_when_unreachable
 from wav2vec2_beam.pipeline.console import ProgressDisplay, census_lines
+from wav2vec2_beam.pipeline.dataflow_job import job_file_path, write_job_file
 from wav2vec2_beam.pipeline.lifecycle import (
     Interrupted,
     forwarded_stderr,
@@ -79,6 +81,7 @@ from wav2vec2_beam.transforms.write.folder import (
     check_reuse,
     check_settings,
     locked,
+    remove_scratch,
     remove_tables,
 )
 from wav2vec2_beam.transforms.write.pool import TABLE as POOLED_TABLE
@@ -117,8 +120,11 @@ class LanguageModelLoadError(Exception):
 
 
 def one_line(error: BaseException) -> str:
-    """An exception as one line: its type, and its message with whitespace collapsed."""
+    """An exception as one line: its type, and its message with whitespace collapsed (a store
+    out of reach says all in its message)."""
     message = " ".join(str(error).split())
+    if isinstance(error, StoreUnreachable):
+        return message
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
@@ -267,7 +273,8 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_BAD_OPTIONS
     run_id = new_run_id()
     if options.view_as(TestOptions).dry_run:  # builds the job only: nothing is written
-        return check_and_run(options, config, run_id)
+        with cached_when_unreachable():  # offline, from the checkpoint files cached before
+            return check_and_run(options, config, run_id)
     try:
         # Held from the start, so that a second run into the folder is refused at once.
         with locked(config.output_dir, run_id):
@@ -336,9 +343,13 @@ def run_job(
         if decoding is not None:
             LOGGER.info("transcripts: %s", decoding.describe())
         if options.view_as(TestOptions).dry_run:
-            if not local:  # a remote runner builds its job request, and stops before submitting
-                pipeline.run()
-            print(f"dry run: the job for run {run_id} was built and not submitted")
+            if local:
+                print(f"dry run: the job for run {run_id} was built and not submitted")
+                return 0
+            # a remote runner builds its job request, and stops before submitting it
+            path = job_file_path(options, run_id, tempfile.gettempdir())
+            write_job_file(pipeline.run().job, path)
+            print(f"dry run: the job request of run {run_id} is in {path}; nothing was submitted")
             return 0
         if config.overwrite:
             removed = remove_tables(config.output_dir, ALL_TABLES)
@@ -349,6 +360,8 @@ def run_job(
         except SettingsDiffer as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_OPTIONS
+        if remove_scratch(config.output_dir, ALL_TABLES):
+            LOGGER.info("removed the scratch files a killed run left")
         # Counted before the job starts, so that a pattern that matches nothing shows at once; on
         # a remote runner only the patterns are listed (no file headers read from here).
         census = take_census(config.inputs, config.input_format, CENSUS_BUDGET_S if local else 0)

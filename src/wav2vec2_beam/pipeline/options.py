@@ -19,9 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
 
-from wav2vec2_beam.models import BACKENDS
+from wav2vec2_beam.models import BACKENDS, hub
 from wav2vec2_beam.models.batching import PRECISIONS
 from wav2vec2_beam.models.ctc_beam_search import (
     DEFAULT_BEAM_WIDTH,
@@ -512,6 +516,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError("--decode_processes must be 0 (automatic) or more")
     given = given_flags(argv)
     _refuse_flags_without_effect(ours, given)
+    _refuse_local_paths_for_dataflow(options, ours)
     hotwords = tuple(
         " ".join(phrase.split()) for phrase in (ours.hotwords or "").split(",") if phrase.strip()
     )
@@ -570,6 +575,29 @@ def _refuse_flags_without_effect(ours: Wav2Vec2Options, given: frozenset[str]) -
     for flag, formats in COLUMN_FLAGS.items():
         if flag in given and ours.input_format not in formats:
             raise no_effect(flag, f"with --input_format {ours.input_format}")
+
+
+DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow")
+
+
+def _refuse_local_paths_for_dataflow(options: PipelineOptions, ours: Wav2Vec2Options) -> None:
+    """Dataflow's workers cannot read this machine's files: a local --input, --model_dir, --lm
+    or --output_dir would fail on every worker after the job had started (or write nowhere the
+    user can see), so it is refused before anything is built. A hub id is not a local path."""
+    runner = (options.view_as(StandardOptions).runner or "").lower()
+    if runner not in DATAFLOW_RUNNERS:
+        return
+    paths = [("--input", pattern) for pattern in ours.input]
+    paths += [("--model_dir", ours.model_dir), ("--lm", ours.lm), ("--output_dir", ours.output_dir)]
+    for flag, path in paths:
+        if not path or ("://" in path and not path.startswith("file://")):
+            continue
+        if flag == "--model_dir" and hub.is_hub_id(path):
+            continue
+        raise OptionsError(
+            f"{flag} {path} is on this machine, and Dataflow's workers cannot read it: copy it "
+            "to Cloud Storage (gcloud storage cp -r) and give its gs:// path"
+        )
 
 
 def beam_options_used(options: PipelineOptions) -> dict[str, object]:

@@ -23,6 +23,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from wav2vec2_beam.models.file_cache import StoreUnreachable, store_reachable
 from wav2vec2_beam.transforms.read.decode_items import METRICS_NAMESPACE, item_error
 from wav2vec2_beam.transforms.read.ids import canonical_path, path_bytes
 
@@ -77,6 +78,7 @@ def shell_variants(pattern: str) -> list[str]:
 
 def match_pattern(pattern: str) -> list[FileMetadata]:
     """The files `pattern` matches with the shell's `**/` (see the module docstring), once each."""
+    store_reachable(pattern)  # at once, not after the client's two minutes of retries
     found: dict[str, FileMetadata] = {}
     for result in FileSystems.match(shell_variants(pattern)):
         for metadata in result.metadata_list:
@@ -130,6 +132,10 @@ class MatchInputs(beam.DoFn):
     def process(self, pattern: str) -> Iterator[object]:
         try:
             matched = match_pattern(pattern)
+        except StoreUnreachable as error:
+            self._unmatched.inc()
+            yield item_error(pattern, pattern, "read", f"store_unreachable: {error}")
+            return
         except Exception as error:  # any filesystem's failure to match is this pattern's error
             self._unmatched.inc()
             yield item_error(

@@ -8,8 +8,8 @@ unlike the ones there (other hidden layers, another model). So a run, before any
   on that file, which the kernel drops when the process dies however it dies, so a killed run
   leaves nothing stuck. On an object store (gs://) it is that object, holding the run's id and a
   heartbeat the launcher rewrites every `HEARTBEAT_S`; a lock whose heartbeat is older than
-  `STALE_S` is a killed run's and is taken over. A folder locked by a live run refuses the
-  second run with `FolderBusy`.
+  `STALE_S`, or whose process is gone from this very machine, is a killed run's and is taken
+  over. A folder locked by a live run refuses the second run with `FolderBusy`.
 - reads `<output_dir>/settings.json`, the settings that shape the tables (`table_settings`) of
   the first run that wrote the folder, and refuses a resume whose settings differ (`SettingsDiffer`,
   naming each difference); a first run writes it.
@@ -37,6 +37,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from wav2vec2_beam.models.file_cache import store_reachable
 from wav2vec2_beam.transforms.read.ids import literal
 
 LOCK_NAME = ".wav2vec2-beam.lock"
@@ -137,8 +138,12 @@ def _busy(output_dir: str, holder: Mapping[str, Any]) -> str:
 @contextlib.contextmanager
 def _remote_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
     path = FileSystems.join(output_dir, LOCK_NAME)
-    existing = _read_holder(path) if FileSystems.exists(path) else {}
-    if existing and time.time() - float(existing.get("heartbeat", 0)) < STALE_S:
+    try:
+        store_reachable(output_dir)  # at once, not after the client's two minutes of retries
+        existing = _read_holder(path) if FileSystems.exists(path) else {}
+    except Exception as error:  # no network, no bucket, no access: before anything is built
+        raise FolderUnwritable(_unwritable(output_dir, error)) from None
+    if existing and _alive(existing):
         raise FolderBusy(_busy(output_dir, existing))
     stop = threading.Event()
 
@@ -160,6 +165,22 @@ def _remote_lock(output_dir: str, holder: dict[str, Any]) -> Iterator[None]:
         stop.set()
         thread.join()
         FileSystems.delete([path])
+
+
+def _alive(holder: Mapping[str, Any]) -> bool:
+    """Whether the run that wrote a remote lock may still be running: its heartbeat is recent,
+    unless it ran on this machine and its process is gone (a launcher killed here, resumed here,
+    need not wait for the heartbeat to age)."""
+    if time.time() - float(holder.get("heartbeat", 0)) >= STALE_S:
+        return False
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's live process
+            return True
+    return True
 
 
 def _write_json(path: str, content: Mapping[str, Any]) -> None:
@@ -200,6 +221,18 @@ def remove_tables(output_dir: str, tables: Sequence[str]) -> int:
     if pieces or others:
         FileSystems.delete(pieces + others)
     return len(pieces)
+
+
+def remove_scratch(output_dir: str, tables: Sequence[str]) -> int:
+    """Delete the scratch files a killed run left in the folder's tables; returns how many.
+
+    Only the run holding the folder's lock calls this, so no live writer's scratch is touched.
+    """
+    patterns = [FileSystems.join(literal(output_dir), table, ".*.tmp") for table in tables]
+    found = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if found:
+        FileSystems.delete(found)
+    return len(found)
 
 
 def check_settings(output_dir: str, settings: Mapping[str, Any], resuming: bool) -> None:

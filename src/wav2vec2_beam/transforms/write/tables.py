@@ -16,9 +16,10 @@ nothing. Here the writer sits in the same fused stage as inference, buffers the 
 and commits them as it goes: a piece is cut when it holds `--piece_items` items, about
 `--piece_mb` MB of rows, or when its oldest row has waited `--piece_seconds` as the next arrives,
 and at the end of the bundle. One cut writes one file per table, each a complete Parquet file
-written under a hidden scratch name (`write_scratch`), and only then renames them all into place
-(`publish`), so a reader sees a piece whole or not at all. The first item table is renamed last
-(`_WritePieces._commit`): an id in it has its rows in every table. Rows therefore reach disk while
+(`write_piece`: on a local disk under a hidden scratch name, then renamed into place; on an
+object store straight to its name, since an object is visible only once whole), so a reader sees
+a piece whole or not at all. The first item table is published last (`_WritePieces._commit`): an
+id in it has its rows in every table. Rows therefore reach disk while
 the job runs, a run killed at any point leaves every committed item, and `--skip_existing`
 resumes from there (`transforms.read.resume`).
 
@@ -316,40 +317,45 @@ def bundle_of(element: ItemResult | ErrorRecord) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
-def write_scratch(table: pa.Table, final_path: str) -> str:
-    """Write `table` as one Parquet file under a hidden scratch name beside `final_path`.
+def write_piece(table: pa.Table, final_path: str) -> Callable[[], None]:
+    """Write `table` as one Parquet file that will be `final_path`; returns what publishes it.
 
-    No `*.parquet` glob, pyarrow dataset or `--skip_existing` sees the scratch file; `publish`
-    then renames it to `final_path`. On a local disk the rename is atomic; on gs:// Beam renames
-    by copying, and a GCS object becomes visible only when its copy has finished, whole.
+    A reader must see a piece whole or not at all, and a run must leave nothing else behind.
+    On a local disk the file is written under a hidden scratch name beside `final_path` (no
+    `*.parquet` glob, pyarrow dataset or `--skip_existing` sees it), made durable, and renamed
+    into place when published: a rename is atomic there. On an object store (gs://) an object
+    becomes visible only when its upload completes, whole, while a "rename" is a copy and a
+    delete that a kill can leave half done (a scratch object, or both); so the piece is written
+    straight to its final name and publishing has nothing left to do.
 
     A table without rows is written without a row group (the schema alone): Hugging Face
     `datasets` cannot read a zero-row row group ("BatchSize must be greater than 0"), and reads a
     file with none as no rows, as pandas, pyarrow, polars and DuckDB do.
     """
     folder, name = FileSystems.split(final_path)
-    scratch = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    with FileSystems.create(scratch, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    direct = "://" in final_path
+    path = final_path if direct else FileSystems.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         with pq.ParquetWriter(
             handle, table.schema, compression="snappy", use_compliant_nested_type=True
         ) as writer:
             if table.num_rows:
                 writer.write_table(table)
         _sync(handle)
-    return scratch
+    if direct:
+        return lambda: None
+    return lambda: _rename_durably(path, final_path)
 
 
-def publish(scratch: str, final_path: str) -> None:
-    """Give a complete scratch file its final name (see `write_scratch`), durably: on a local
-    disk the folder is synced after the rename, so a committed piece survives a power cut."""
+def _rename_durably(scratch: str, final_path: str) -> None:
+    """Give a complete local scratch file its final name; the folder is synced after the
+    rename, so a committed piece survives a power cut."""
     FileSystems.rename([scratch], [final_path])
-    folder = FileSystems.split(final_path)[0]
-    if "://" not in folder:
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    descriptor = os.open(FileSystems.split(final_path)[0], os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _sync(handle: Any) -> None:
@@ -454,18 +460,19 @@ class _WritePieces(beam.DoFn):
     def _commit(self) -> None:
         """Write every table's file of this cut, then publish them, the first item table last.
 
-        Renames of several files cannot be one atomic step, so they follow each other as closely
+        Publishing several files cannot be one atomic step, so they follow each other as closely
         as they can, in an order that makes the first item table (the first of `--outputs`, the
-        one a user watches) the commit point: an id there has its rows in every other table.
+        one a user watches) the commit point: an id there has its rows in every other table. On
+        an object store the files are written in that order, each visible once whole.
         """
         order = [*reversed(self._item_tables), "errors"]
         written = [
-            (write_scratch(self._tables[name].to_table(self._rows[name]), self._path(name)), name)
+            write_piece(self._tables[name].to_table(self._rows[name]), self._path(name))
             for name in order
             if self._rows[name]
         ]
-        for scratch, name in written:
-            publish(scratch, self._path(name))
+        for publish in written:
+            publish()
         self._pieces.inc(len(written))
         self._items.inc(self._count)
         record_progress(self._progress_dir, items_written=self._count)
@@ -513,7 +520,7 @@ def write_empty_pieces(specs: Sequence[TableSpec], output_dir: str, run_id: str)
         pattern = FileSystems.join(literal(output_dir), spec.name, f"{run_id}-*.parquet")
         if not FileSystems.match([pattern])[0].metadata_list:
             path = FileSystems.join(output_dir, spec.name, f"{run_id}-empty.parquet")
-            publish(write_scratch(spec.schema.empty_table(), path), path)
+            write_piece(spec.schema.empty_table(), path)()
             written.append(path)
     return written
 
