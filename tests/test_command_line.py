@@ -458,3 +458,27 @@ def test_the_count_of_the_inputs_never_opens_a_fifo(tmp_path: Path) -> None:
     census = take_census([f"{tmp_path}/*"], "auto")
     assert time.monotonic() - start < 5
     assert census.items == 2 and [count.files for count in census.patterns] == [2]
+
+
+def test_jax_programs_compiled_once_are_loaded_by_the_next_run(tmp_path: Path) -> None:
+    cache = tmp_path / "jax"
+    files = [str(path) for path in HELDOUT[:4]]
+    tables, programs = [], []
+    for attempt in ("first", "second"):
+        out = tmp_path / attempt
+        done = run(
+            demo(
+                "--input",
+                *files,
+                "--backend=jax",
+                f"--jax_cache_dir={cache}",
+                "--output_dir",
+                str(out),
+            )
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        tables.append(pq.read_table(out / "transcripts", columns=["id", "transcript"]).to_pylist())
+        programs.append(sorted(path.name for path in cache.glob("jit__outputs-*")))
+    assert programs[0]  # the first run kept its programs...
+    assert programs[1] == programs[0]  # ...and the second compiled none anew
+    assert sorted(tables[1], key=str) == sorted(tables[0], key=str) and len(tables[0]) == 4

@@ -73,6 +73,7 @@ def test_defaults_chunk_long_files() -> None:
         ([*REQUIRED, "--precision=int8"], "--precision"),
         ([*REQUIRED, "--backend=torch"], "--backend must be one of tf,jax"),
         ([*REQUIRED, "--backend=jax", "--jit_compile"], "--jit_compile is for --backend tf"),
+        ([*REQUIRED, "--jax_cache_dir=/c"], "--jax_cache_dir has no effect with --backend tf"),
         ([*REQUIRED, "--chunk_length_s=-1"], "--chunk_length_s"),
         ([*REQUIRED, "--stride_length_s=1,2,3"], "--stride_length_s"),
         ([*REQUIRED, "--stride_length_s=-1"], "--stride_length_s"),

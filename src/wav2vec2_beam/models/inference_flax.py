@@ -47,6 +47,20 @@ def _outputs(
     return result
 
 
+def keep_compiled_programs(folder: str) -> None:
+    """Keep every compiled XLA program in `folder` (JAX's persistent compilation cache), so that
+    a later process or run with the same model, shapes and devices loads it instead of compiling.
+
+    A run compiles one program per (rows, bucket) shape it meets, in every worker process, each
+    time a worker starts. JAX caches only programs that took a second or more to compile by
+    default; a bucket's program of a small model compiles faster than that and would be compiled
+    again, so every program is kept (they are small: tens of KB each). `folder` may be gs://
+    (shared by a job's workers and later jobs) or local.
+    """
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 class FlaxWav2Vec2Runner:
     """Runs a loaded Flax model over lists of normalized 16 kHz arrays, compiled per bucket.
 

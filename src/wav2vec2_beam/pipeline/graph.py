@@ -64,6 +64,7 @@ def inference_spec(
         precision=config.precision,
         jit_compile=config.jit_compile,
         backend=config.backend,
+        jax_cache_dir=config.jax_cache_dir if config.backend == "jax" else None,
         classify="classifications" in config.outputs,
         codes="codes" in config.outputs,
     )

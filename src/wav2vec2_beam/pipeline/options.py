@@ -32,6 +32,7 @@ from wav2vec2_beam.models.ctc_beam_search import (
     DEFAULT_HOTWORD_WEIGHT,
     BeamSearchOptions,
 )
+from wav2vec2_beam.models.file_cache import cache_root
 from wav2vec2_beam.transforms.infer.chunk import ChunkParams, chunk_params
 from wav2vec2_beam.transforms.read.inputs import INPUT_FORMATS
 from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
@@ -305,6 +306,14 @@ class Wav2Vec2Options(PipelineOptions):
             help="Compile the TF forward pass with XLA (the jax backend always compiles).",
         )
         performance.add_argument(
+            "--jax_cache_dir",
+            metavar="FOLDER",
+            default=None,
+            help="--backend jax: where compiled XLA programs are kept for later processes and "
+            "runs, local or gs:// (default: a folder in the local cache, "
+            "~/.cache/wav2vec2-beam/jax; none to compile every time).",
+        )
+        performance.add_argument(
             "--share_model_across_processes",
             action="store_true",
             help="One model per machine, shared by all SDK processes (one per GPU).",
@@ -345,6 +354,8 @@ class RunConfig:
     share_model_across_processes: bool
     #: The model's backend, "tf" or "jax" (`models.BACKENDS`).
     backend: str = "tf"
+    #: `--jax_cache_dir`: JAX's persistent compilation cache (None: none).
+    jax_cache_dir: str | None = None
     #: `--input_format` and the column flags (see transforms/read/corpus.py).
     input_format: str = "auto"
     audio_column: str | None = None
@@ -534,6 +545,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         precision=ours.precision,
         jit_compile=ours.jit_compile,
         backend=ours.backend,
+        jax_cache_dir=_jax_cache_dir(ours.jax_cache_dir),
         share_model_across_processes=ours.share_model_across_processes,
         input_format=ours.input_format,
         audio_column=ours.audio_column,
@@ -575,6 +587,16 @@ def _refuse_flags_without_effect(ours: Wav2Vec2Options, given: frozenset[str]) -
     for flag, formats in COLUMN_FLAGS.items():
         if flag in given and ours.input_format not in formats:
             raise no_effect(flag, f"with --input_format {ours.input_format}")
+    if "jax_cache_dir" in given and ours.backend != "jax":
+        raise no_effect("jax_cache_dir", f"with --backend {ours.backend} (it is for jax)")
+
+
+def _jax_cache_dir(given: str | None) -> str | None:
+    """`--jax_cache_dir` as the workers use it: by default a folder beside the checkpoint cache
+    (each worker's own disk), `none` for no cache."""
+    if given is None:
+        return os.path.join(cache_root(), "jax")
+    return None if given.lower() == "none" else given
 
 
 DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow")

@@ -91,6 +91,8 @@ class InferenceSpec:
     ctc_log_probs: bool = False
     #: The model's backend: "tf" (TensorFlow) or "jax" (JAX/Flax).
     backend: str = "tf"
+    #: JAX's persistent compilation cache, local or gs:// (None: compile in every process).
+    jax_cache_dir: str | None = None
 
 
 def configure_gpus() -> None:
@@ -144,6 +146,10 @@ class LoadedWav2Vec2:
             # JAX would otherwise reserve 75% of each GPU's memory at its first op, which leaves
             # nothing to a second process on the same GPU; it must be set before JAX starts.
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+            if spec.jax_cache_dir:
+                from wav2vec2_beam.models.inference_flax import keep_compiled_programs
+
+                keep_compiled_programs(spec.jax_cache_dir)
         else:
             configure_gpus()
         self._model = load_model(spec.model_dir, backend=spec.backend)
