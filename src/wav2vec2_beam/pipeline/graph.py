@@ -64,7 +64,8 @@ def inference_spec(
         precision=config.precision,
         jit_compile=config.jit_compile,
         backend=config.backend,
-        jax_cache_dir=config.jax_cache_dir if config.backend == "jax" else None,
+        jax_cache=config.jax_cache and config.backend == "jax",
+        jax_cache_dir=config.jax_cache_dir,
         classify="classifications" in config.outputs,
         codes="codes" in config.outputs,
     )

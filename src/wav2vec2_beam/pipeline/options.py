@@ -32,7 +32,6 @@ from wav2vec2_beam.models.ctc_beam_search import (
     DEFAULT_HOTWORD_WEIGHT,
     BeamSearchOptions,
 )
-from wav2vec2_beam.models.file_cache import cache_root
 from wav2vec2_beam.transforms.infer.chunk import ChunkParams, chunk_params
 from wav2vec2_beam.transforms.read.inputs import INPUT_FORMATS
 from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
@@ -354,7 +353,9 @@ class RunConfig:
     share_model_across_processes: bool
     #: The model's backend, "tf" or "jax" (`models.BACKENDS`).
     backend: str = "tf"
-    #: `--jax_cache_dir`: JAX's persistent compilation cache (None: none).
+    #: Whether the jax backend keeps its compiled programs (`--jax_cache_dir`, not `none`)...
+    jax_cache: bool = True
+    #: ...in this folder (None: in each machine's own local cache, `models.file_cache`).
     jax_cache_dir: str | None = None
     #: `--input_format` and the column flags (see transforms/read/corpus.py).
     input_format: str = "auto"
@@ -545,7 +546,8 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         precision=ours.precision,
         jit_compile=ours.jit_compile,
         backend=ours.backend,
-        jax_cache_dir=_jax_cache_dir(ours.jax_cache_dir),
+        jax_cache=(ours.jax_cache_dir or "").lower() != "none",
+        jax_cache_dir=None if (ours.jax_cache_dir or "").lower() == "none" else ours.jax_cache_dir,
         share_model_across_processes=ours.share_model_across_processes,
         input_format=ours.input_format,
         audio_column=ours.audio_column,
@@ -589,14 +591,6 @@ def _refuse_flags_without_effect(ours: Wav2Vec2Options, given: frozenset[str]) -
             raise no_effect(flag, f"with --input_format {ours.input_format}")
     if "jax_cache_dir" in given and ours.backend != "jax":
         raise no_effect("jax_cache_dir", f"with --backend {ours.backend} (it is for jax)")
-
-
-def _jax_cache_dir(given: str | None) -> str | None:
-    """`--jax_cache_dir` as the workers use it: by default a folder beside the checkpoint cache
-    (each worker's own disk), `none` for no cache."""
-    if given is None:
-        return os.path.join(cache_root(), "jax")
-    return None if given.lower() == "none" else given
 
 
 DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow")

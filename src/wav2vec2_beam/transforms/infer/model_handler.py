@@ -91,7 +91,10 @@ class InferenceSpec:
     ctc_log_probs: bool = False
     #: The model's backend: "tf" (TensorFlow) or "jax" (JAX/Flax).
     backend: str = "tf"
-    #: JAX's persistent compilation cache, local or gs:// (None: compile in every process).
+    #: Whether the jax backend keeps its compiled programs for later processes...
+    jax_cache: bool = False
+    #: ...in this folder, local or gs:// (None: the worker's own local cache, `jax/` in
+    #: `models.file_cache.cache_root()`, resolved on the worker rather than the launcher).
     jax_cache_dir: str | None = None
 
 
@@ -146,10 +149,11 @@ class LoadedWav2Vec2:
             # JAX would otherwise reserve 75% of each GPU's memory at its first op, which leaves
             # nothing to a second process on the same GPU; it must be set before JAX starts.
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-            if spec.jax_cache_dir:
+            if spec.jax_cache:
+                from wav2vec2_beam.models.file_cache import cache_root
                 from wav2vec2_beam.models.inference_flax import keep_compiled_programs
 
-                keep_compiled_programs(spec.jax_cache_dir)
+                keep_compiled_programs(spec.jax_cache_dir or os.path.join(cache_root(), "jax"))
         else:
             configure_gpus()
         self._model = load_model(spec.model_dir, backend=spec.backend)
