@@ -1,7 +1,7 @@
 """Peak memory is flat in file length and in corpus size.
 
 A 30-minute file costs at most 1.3x a 1-minute file (about a minute), and 200 files of real speech
-at most 1.25x 20 files while every hidden state is written (about three minutes). Each run is a
+at most 1.25x 20 files while every hidden state is written (about a minute and a half). Each run is a
 fresh process that reports its own peak resident set size once the pipeline has finished.
 """
 
@@ -66,11 +66,14 @@ def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(tmp_p
 
 
 def test_200_files_need_at_most_1_25x_the_memory_of_20_files(tmp_path: Path) -> None:
-    """768 wide, 2 layers, transcripts and every hidden state of 10 s files of real speech."""
+    """768 wide, 2 layers, transcripts and every hidden state of 4 s files of real speech: what
+    must stay flat is the cost per item, not the audio's length, which the other test covers.
+    The stitcher that once held every item's outputs cost 20 MB per 10 s file (PERFORMANCE.md),
+    about 8 MB per file here: 1.4 GB over the 180 more files, far past the 1.25x bound."""
     model_dir = write_checkpoint(tmp_path / "checkpoint")
     peaks = {}
     for count in (20, 200):
-        clips = speech_clips(tmp_path / f"clips{count}", count)
+        clips = speech_clips(tmp_path / f"clips{count}", count, seconds=4.0)
         output = tmp_path / f"out{count}"
         found = measure(
             str(tmp_path / f"clips{count}" / "*.flac"), model_dir, output, KINDS["every layer"]
@@ -78,7 +81,7 @@ def test_200_files_need_at_most_1_25x_the_memory_of_20_files(tmp_path: Path) -> 
         peaks[count] = found["peak_rss_mib"]
         transcripts = pq.read_table(output / "transcripts")
         assert sorted(transcripts.column("id").to_pylist()) == sorted(map(str, clips))
-        assert transcripts.column("duration_s").to_pylist() == [10.0] * count
+        assert transcripts.column("duration_s").to_pylist() == [4.0] * count
         hidden = pq.read_table(output / "hidden_states", columns=["id", "layer"])
         assert hidden.num_rows == 3 * count  # layers 0, 1, 2 of every file
     print(f"peak RSS: 20 files {peaks[20]:.0f} MiB, 200 files {peaks[200]:.0f} MiB")
