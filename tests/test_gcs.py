@@ -269,3 +269,19 @@ def test_a_store_out_of_reach_is_one_line_within_seconds(
     assert took < 30, took
     if case == "input":
         assert "failed: store_unreachable 1" in done.stdout
+
+
+def test_behind_a_proxy_the_proxy_is_what_must_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from wav2vec2_beam.models import file_cache
+
+    with socket.socket() as proxy:  # a listening proxy; no DNS or route to Google from here
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        file_cache.store_reachable("gs://behind-a-proxy/x")  # no error: the proxy answered
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(file_cache.StoreUnreachable, match="no network: cannot connect to 127"):
+        file_cache.store_reachable("gs://behind-a-dead-proxy/x")

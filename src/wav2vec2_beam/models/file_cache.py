@@ -173,15 +173,22 @@ def store_reachable(path: str) -> None:
 
     gcsfs retries a refused or unresolvable connection six times with backoff (about a minute)
     and then reports the file as missing; one TCP connection with a short timeout tells "no
-    network" apart from "no such file" in well under a second.
+    network" apart from "no such file" in well under a second. Behind an HTTP(S) proxy the
+    proxy is what must answer, so it is the one connected to.
     """
     import socket
+    import urllib.request
 
     protocol = path.partition("://")[0]
     if protocol not in GCS_PROTOCOLS:
         return
     endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
     scheme, _, hostport = endpoint.rpartition("://")
+    host = hostport.rstrip("/").partition(":")[0]
+    proxy = urllib.request.getproxies().get(scheme or "https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        endpoint = proxy if "://" in proxy else f"http://{proxy}"
+        scheme, _, hostport = endpoint.rpartition("://")
     host, _, port = hostport.rstrip("/").partition(":")
     address = (host, int(port) if port else (80 if scheme == "http" else 443))
     if address in _reachable:
