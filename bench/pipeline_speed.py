@@ -11,7 +11,9 @@
    of the whole process's wall time (Python's start, imports, the checkpoint check, every stage),
    and of the run alone (summary.json's wall_seconds), peak RSS, and the padding waste.
 4. With `--peer_python`: transformers' PyTorch model alone on the same decoded files, in the same
-   duration-sorted groups (each zero-padded to its longest item, without a mask, as base-960h runs).
+   duration-sorted groups (each zero-padded to its longest item, without a mask, as base-960h runs);
+   with `--onnx` as well, ONNX Runtime (CPU provider, a thread per core) on that model exported to
+   ONNX as optimum does, fp32 and int8 (dynamic quantization), in the same groups.
    With `--repeats N`, steps 2-4 run N times in turn and the report gives the medians (and every
    run's figure): on a shared machine whose speed drifts by 5-10% between minutes, one pass each
    can tilt a ratio either way.
@@ -113,6 +115,71 @@ def peer_model_speed(
     return float(done.stdout.strip().splitlines()[-1])
 
 
+_EXPORT = """
+import sys
+import torch
+from transformers import Wav2Vec2ForCTC
+from onnxruntime.quantization import QuantType, quantize_dynamic
+model = Wav2Vec2ForCTC.from_pretrained(sys.argv[1]).eval()
+torch.onnx.export(
+    model, (torch.zeros(1, 64000),), sys.argv[2], input_names=["input_values"],
+    output_names=["logits"], opset_version=17, dynamo=False,
+    dynamic_axes={"input_values": {0: "batch", 1: "samples"}, "logits": {0: "batch", 1: "frames"}},
+)
+quantize_dynamic(sys.argv[2], sys.argv[3], weight_type=QuantType.QInt8)
+"""
+
+_ONNX_PEER = """
+import os, sys, time
+import numpy as np, onnxruntime as ort
+batch_size, path = int(sys.argv[2]), sys.argv[3]
+settings = ort.SessionOptions()
+settings.intra_op_num_threads = os.cpu_count()  # as many as TensorFlow and PyTorch use
+session = ort.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+with np.load(sys.argv[1]) as saved:
+    audio = sorted((saved[key] for key in saved), key=len)
+normalized = [(a - a.mean()) / np.sqrt(a.var() + 1e-7) for a in audio]
+batches = [normalized[i : i + batch_size] for i in range(0, len(normalized), batch_size)]
+
+def run(batch):
+    values = np.zeros((len(batch), max(len(a) for a in batch)), np.float32)
+    for row, a in enumerate(batch):
+        values[row, : len(a)] = a
+    return session.run(None, {"input_values": values})[0]
+
+run(batches[0])
+start = time.perf_counter()
+for batch in batches:
+    run(batch)
+print(sum(len(a) for a in audio) / 16000 / (time.perf_counter() - start))
+"""
+
+
+def export_onnx(python: str, checkpoint: str, folder: Path) -> dict[str, Path]:
+    """transformers' model exported as optimum does it (`torch.onnx.export`, dynamic batch and
+    time axes, opset 17) and its int8 dynamic quantization, written once into `folder`."""
+    paths = {"onnx_fp32": folder / "model.onnx", "onnx_int8": folder / "model.int8.onnx"}
+    if not paths["onnx_int8"].exists():
+        subprocess.run(
+            [python, "-c", _EXPORT, checkpoint, str(paths["onnx_fp32"]), str(paths["onnx_int8"])],
+            capture_output=True,
+            check=True,
+        )
+    return paths
+
+
+def onnx_model_speed(python: str, model: Path, paths: list[Path], batch_size: int) -> float:
+    """ONNX Runtime's CPU provider on the same files in the same groups as the PyTorch peer."""
+    decoded = paths[0].parent.parent / "decoded.npz"
+    if not decoded.exists():
+        np.savez(decoded, *[soundfile.read(p, dtype="float32")[0] for p in paths])
+    args = [str(decoded), str(batch_size), str(model)]
+    done = subprocess.run(
+        [python, "-c", _ONNX_PEER, *args], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 _MEASURED = """
 import atexit
 from wav2vec2_beam.pipeline.main import cli
@@ -170,6 +237,12 @@ def main() -> None:
         "transformers' PyTorch model alone on the same files",
     )
     parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="with --peer_python (which then needs onnxruntime and onnx): also time ONNX "
+        "Runtime on transformers' model exported to ONNX, fp32 and int8 (dynamic quantization)",
+    )
+    parser.add_argument(
         "--memory_checkpoint",
         help="checkpoint for the peak-RSS runs (default: --checkpoint); the tests' tiny one "
         "measures the same streaming in a fraction of the time",
@@ -193,6 +266,8 @@ def main() -> None:
             f"--precision={args.precision}",
         ]
         runs: dict[str, list[float]] = {"bare": [], "process": [], "run": [], "peer": []}
+        onnx = export_onnx(args.peer_python, args.checkpoint, work) if args.onnx else {}
+        runs.update({name: [] for name in onnx})
         for repeat in range(args.repeats):  # interleaved, so that a slower minute hits all sides
             runs["bare"].append(
                 bare_model_speed(args.checkpoint, paths, args.batch_size, args.precision)
@@ -208,6 +283,8 @@ def main() -> None:
                         args.peer_python, args.checkpoint, paths, args.batch_size, args.precision
                     )
                 )
+            for name, model in onnx.items():
+                runs[name].append(onnx_model_speed(args.peer_python, model, paths, args.batch_size))
         median = {key: float(np.median(values)) for key, values in runs.items() if values}
         bare = median["bare"]
         report["bare_model_audio_s_per_s"] = bare
@@ -220,6 +297,9 @@ def main() -> None:
         if args.peer_python:
             report["pytorch_model_audio_s_per_s"] = median["peer"]
             report["pipeline_process_over_pytorch_model"] = median["process"] / median["peer"]
+        for name in onnx:
+            report[f"{name}_audio_s_per_s"] = median[name]
+            report[f"pipeline_process_over_{name}"] = median["process"] / median[name]
         if args.repeats > 1:
             report["repeats"] = {key: values for key, values in runs.items() if values}
         if args.no_memory:
