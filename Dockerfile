@@ -43,7 +43,7 @@ COPY src ./src
 # (above) builds kenlm, which PyPI has as source only.
 RUN pip install --upgrade pip setuptools wheel \
  && pip install "tensorflow[and-cuda]==${TENSORFLOW_VERSION}" . \
- && python -c "import apache_beam, tensorflow, soundfile, soxr, pyarrow, kenlm; import wav2vec2_beam.pipeline.graph"
+ && python -c "import apache_beam, tensorflow, soundfile, soxr, av, pyarrow, kenlm; import wav2vec2_beam.pipeline.graph"
 
 COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam
 ENTRYPOINT ["/opt/apache/beam/boot"]

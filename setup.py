@@ -27,6 +27,10 @@ INSTALL_REQUIRES = [
     "pyarrow==25.0.1",
     "soundfile==0.14.0",
     "soxr==1.1.0",
+    # What libsndfile cannot read (AAC/m4a, the sound tracks of mp4/mov/mkv/webm, WMA): FFmpeg
+    # decodes them all, and PyAV's wheels carry FFmpeg's libraries, so no system package is
+    # needed; it decodes from Python file objects (tar members, gs:// objects) as a stream.
+    "av>=14,<19",
     "gcsfs",
     "rapidfuzz>=3,<4",
     # KenLM's own Python module scores n-grams for LM beam search (ARPA and binary models, as

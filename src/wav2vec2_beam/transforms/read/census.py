@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 import soundfile
 
+from wav2vec2_beam.transforms.read.decode_ffmpeg import stated_seconds
 from wav2vec2_beam.transforms.read.ids import canonical_path, special_file
 from wav2vec2_beam.transforms.read.inputs import expand_braces, infer_kind, match_pattern
 from wav2vec2_beam.transforms.read.manifest import is_csv
@@ -103,8 +104,7 @@ def _contents(path: str, kind: str) -> tuple[int | None, float | None]:
         if kind == "audio":
             if not local:
                 return 1, None
-            info = soundfile.info(path)
-            return 1, info.frames / info.samplerate if info.samplerate else 0.0
+            return 1, _audio_seconds(path)
         if not local:
             return None, None
         if kind == "parquet":
@@ -116,6 +116,15 @@ def _contents(path: str, kind: str) -> tuple[int | None, float | None]:
     except Exception:  # the job reads it and reports what is wrong; one error row
         return 1, 0.0
     return None, None
+
+
+def _audio_seconds(path: str) -> float:
+    """What the header states: libsndfile's, else FFmpeg's (the formats only it reads)."""
+    try:
+        info = soundfile.info(path)
+    except soundfile.LibsndfileError:
+        return stated_seconds(path)
+    return info.frames / info.samplerate if info.samplerate else 0.0
 
 
 def _manifest_lines(path: str) -> int:

@@ -1,7 +1,9 @@
 """Stream-decode one audio file to 16 kHz mono float32 blocks, with memory flat in its length.
 
 Corpora hold hours-long recordings, so a file is never decoded whole: libsndfile (through
-soundfile) reads fixed blocks (20 s by default), each block is downmixed to mono by averaging its
+soundfile) reads fixed blocks (20 s by default); what libsndfile cannot open (AAC/m4a, the sound
+tracks of mp4/mkv/webm, WMA) is read by FFmpeg through PyAV (`decode_ffmpeg`) in blocks of the
+same size, and then treated alike: each block is downmixed to mono by averaging its
 channels (as the reference pipeline's `_to_mono` does) and fed to one `soxr.ResampleStream` (soxr's
 default "HQ" quality, float32), whose state carries the filter across block edges, so the streamed
 output equals `soxr.resample` of the whole signal (max abs difference measured 0.0 on sines and
@@ -51,13 +53,16 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import soundfile
 import soxr
 
 from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from wav2vec2_beam.transforms.read.decode_ffmpeg import FFmpegAudio
 
 #: One model frame: the receptive field of the Wav2Vec2 conv stack. Shorter audio has no logits.
 MIN_SAMPLES = 400
@@ -190,6 +195,7 @@ class AudioStream:
     ) -> None:
         self._owned: BinaryIO | None = None
         self._sound: _SequentialSoundFile | None = None
+        self._ffmpeg: FFmpegAudio | None = None
         self._block_s = block_s
         self._span = span
         self.num_samples = 0
@@ -223,9 +229,8 @@ class AudioStream:
             self._sound = _SequentialSoundFile(self._file)
         except soundfile.LibsndfileError as error:
             self._file.raise_error()
-            raise AudioDecodeError(
-                "decode", "not_audio", f"libsndfile cannot open it: {error.error_string}"
-            ) from error
+            self._open_with_ffmpeg(error.error_string)
+            return
         self._file.raise_error()
         sound = self._sound
         self.info = AudioInfo(
@@ -257,18 +262,87 @@ class AudioStream:
                 f"samples at {TARGET_SAMPLE_RATE} Hz, under one model frame ({MIN_SAMPLES})",
             )
 
+    def _open_with_ffmpeg(self, libsndfile_message: str) -> None:
+        """Open what libsndfile refused with FFmpeg (`decode_ffmpeg`); one `not_audio` error
+        naming both readers' reasons when FFmpeg refuses it too."""
+        from wav2vec2_beam.transforms.read.decode_ffmpeg import FFmpegAudio  # only when needed
+
+        self._file.seek(0)
+        try:
+            self._ffmpeg = FFmpegAudio(self._file)
+        except AudioDecodeError as error:
+            self._file.raise_error()
+            raise AudioDecodeError(
+                "decode",
+                "not_audio",
+                f"libsndfile cannot open it ({libsndfile_message}) and {error.message}",
+            ) from error
+        self.info = self._ffmpeg.info
+        if self.info.sample_rate < MIN_SAMPLE_RATE:
+            raise AudioDecodeError(
+                "decode",
+                "sample_rate_too_low",
+                f"the stream declares {self.info.sample_rate} Hz; below {MIN_SAMPLE_RATE} Hz no "
+                "speech is recorded",
+            )
+        span = self._span or Span()
+        self._first = round(span.offset_s * self.info.sample_rate)
+        self._count = (
+            None if span.duration_s is None else round(span.duration_s * self.info.sample_rate)
+        )
+
     def blocks(self) -> Iterator[np.ndarray]:
         """Yield 16 kHz mono float32 blocks; raise `AudioDecodeError` on a late failure."""
-        if self._sound is None:
+        if self._sound is None and self._ffmpeg is None:
             raise ValueError("the stream is closed")
-        sound, info = self._sound, self.info
+        info = self.info
         block_frames = max(1, round(self._block_s * info.sample_rate))
-        buffer = np.empty((block_frames, info.channels), dtype=np.float32)
+        source = (
+            self._ffmpeg.blocks(self._first, self._count, block_frames)
+            if self._ffmpeg is not None
+            else self._libsndfile_blocks(block_frames)
+        )
         resampler = (
             None
             if info.sample_rate == TARGET_SAMPLE_RATE
             else soxr.ResampleStream(info.sample_rate, TARGET_SAMPLE_RATE, 1, dtype="float32")
         )
+        frames_read = 0
+        for block in source:
+            finite = np.isfinite(block)
+            if not finite.all():
+                first = self._first + frames_read + int(np.argmin(finite.all(axis=1)))
+                raise AudioDecodeError(
+                    "decode",
+                    "non_finite",
+                    f"NaN or Inf sample at frame {first} ({first / info.sample_rate:.3f} s)",
+                )
+            frames_read += len(block)
+            # The mean of one channel is a copy, so a reused buffer never escapes.
+            mono = block.mean(axis=1, dtype=np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono)
+            if len(mono):
+                self.num_samples += len(mono)
+                yield mono
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if len(tail):
+                self.num_samples += len(tail)
+                yield tail
+        if self.num_samples < MIN_SAMPLES:
+            raise AudioDecodeError(
+                "decode",
+                "too_short",
+                f"{self.num_samples} samples at {TARGET_SAMPLE_RATE} Hz, under one model frame "
+                f"({MIN_SAMPLES})",
+            )
+
+    def _libsndfile_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        """The span's source frames from libsndfile, [frames, channels] in one reused buffer;
+        raises when the data ends before the frames its header declares."""
+        sound, info = self._sound, self.info
+        buffer = np.empty((block_frames, info.channels), dtype=np.float32)
         if self._first:
             try:
                 sound.seek(self._first)
@@ -296,28 +370,8 @@ class AudioStream:
             self._file.raise_error()
             if count == 0:
                 break
-            block = buffer[:count]
-            finite = np.isfinite(block)
-            if not finite.all():
-                first = self._first + frames_read + int(np.argmin(finite.all(axis=1)))
-                raise AudioDecodeError(
-                    "decode",
-                    "non_finite",
-                    f"NaN or Inf sample at frame {first} ({first / info.sample_rate:.3f} s)",
-                )
             frames_read += count
-            # The mean of one channel is a copy, so the reused buffer never escapes.
-            mono = block.mean(axis=1, dtype=np.float32)
-            if resampler is not None:
-                mono = resampler.resample_chunk(mono)
-            if len(mono):
-                self.num_samples += len(mono)
-                yield mono
-        if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            if len(tail):
-                self.num_samples += len(tail)
-                yield tail
+            yield buffer[:count]
         if frames_read < self._count:
             raise AudioDecodeError(
                 "decode",
@@ -329,19 +383,15 @@ class AudioStream:
                     else f"of the span from frame {self._first}"
                 ),
             )
-        if self.num_samples < MIN_SAMPLES:
-            raise AudioDecodeError(
-                "decode",
-                "too_short",
-                f"{self.num_samples} samples at {TARGET_SAMPLE_RATE} Hz, under one model frame "
-                f"({MIN_SAMPLES})",
-            )
 
     def close(self) -> None:
-        """Close libsndfile and the file this stream opened itself (never a caller's file)."""
+        """Close the decoder and the file this stream opened itself (never a caller's file)."""
         if self._sound is not None:
             self._sound.close()
             self._sound = None
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()
+            self._ffmpeg = None
         if self._owned is not None:
             self._owned.close()
             self._owned = None

@@ -72,8 +72,12 @@ from wav2vec2_beam.transforms.read.decode_items import (
 from wav2vec2_beam.transforms.read.ids import escape, file_id
 from wav2vec2_beam.transforms.read.resume import SkipList
 
-#: Extensions of a sample's audio member (compared in lower case).
-AUDIO_EXTENSIONS = frozenset({"flac", "wav", "mp3", "ogg", "opus"})
+#: Extensions of a sample's audio member (compared in lower case): libsndfile's formats, then
+#: those FFmpeg reads (`transforms.read.decode_ffmpeg`).
+AUDIO_EXTENSIONS = frozenset(
+    {"flac", "wav", "mp3", "ogg", "opus"}
+    | {"m4a", "aac", "mp4", "m4b", "mov", "mkv", "mka", "webm", "wma"}
+)
 
 #: Extensions of the members that hold a sample's reference text.
 TEXT_EXTENSIONS = frozenset({"txt", "json"})
