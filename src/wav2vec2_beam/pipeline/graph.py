@@ -2,6 +2,7 @@
 
     Inputs -> ReadCorpus -> Reshuffle (remote runners) -> DecodeItems -> BatchAudio
         -> RunInference -> Stitch -> CtcDecode -> ScoreTranscripts (transcripts) -> WriteOutputs
+                                                                    (--formats) -> WriteFiles
     (CtcDecode's beam search runs in processes beside the model: transforms/write/lm_decode.py)
     ReadCorpus's errors -> WriteReadErrors
     ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out; -> the writers
@@ -39,6 +40,7 @@ from wav2vec2_beam.transforms.write.lm_decode import BeamDecoding
 from wav2vec2_beam.transforms.write.pool import TABLE as POOLED_TABLE
 from wav2vec2_beam.transforms.write.pool import pooled_table
 from wav2vec2_beam.transforms.write.score import ScoreTranscripts
+from wav2vec2_beam.transforms.write.subtitles import WriteFiles
 from wav2vec2_beam.transforms.write.tables import (
     TableSpec,
     WriteOutputs,
@@ -46,6 +48,7 @@ from wav2vec2_beam.transforms.write.tables import (
     codes_table,
     hidden_states_table,
     logits_table,
+    segments_table,
     transcripts_table,
 )
 
@@ -60,7 +63,7 @@ def inference_spec(
         ctc="transcripts" in config.outputs,
         logits="logits" in config.outputs,
         hidden_layers=tuple(hidden_layers),
-        ladder=ladder_for(config.chunk_length_s, model.inputs_to_logits_ratio),
+        ladder=ladder_for(config.longest_model_input_s, model.inputs_to_logits_ratio),
         precision=config.precision,
         jit_compile=config.jit_compile,
         backend=config.backend,
@@ -77,8 +80,9 @@ def item_tables(config: RunConfig) -> list[str]:
 
 
 def written_tables(config: RunConfig) -> list[str]:
-    """The tables a run writes ids into; `--skip_existing` reads the ids they hold."""
-    return ["errors", *item_tables(config)]
+    """The tables a run writes ids into; `--skip_existing` reads the ids they hold. (An item
+    without speech has no `segments` row, so that table is not among `item_tables`.)"""
+    return ["errors", *item_tables(config)] + (["segments"] if config.segment == "vad" else [])
 
 
 def table_specs(
@@ -94,7 +98,8 @@ def table_specs(
         "codes": lambda: codes_table(model.num_codevector_groups),
         POOLED_TABLE: lambda: pooled_table(dtype, model.hidden_size, hidden_layers),
     }
-    return [specs[name]() for name in item_tables(config)]
+    segments = [segments_table()] if config.segment == "vad" else []
+    return [specs[name]() for name in item_tables(config)] + segments
 
 
 def build_pipeline(
@@ -146,10 +151,11 @@ def build_pipeline(
     )
     results = (
         items
-        | "DecodeItems" >> DecodeItems(config.chunking(align_to))
+        | "DecodeItems"
+        >> DecodeItems(config.chunking(align_to), max_segment_s=config.voice_segments_s)
         | "BatchAudio"
         >> BatchAudio(
-            ladder_for(config.chunk_length_s, align_to),
+            ladder_for(config.longest_model_input_s, align_to),
             config.batch_size,
             config.max_batch_samples,
         )
@@ -169,6 +175,8 @@ def build_pipeline(
     _ = results | "WriteOutputs" >> WriteOutputs(
         specs, out, run_id, limits, "out", existing, progress_dir
     )
+    if config.formats:
+        _ = results | "WriteFiles" >> WriteFiles(config.formats, out)
     _ = read[ERRORS_TAG] | "WriteReadErrors" >> WriteOutputs(
         [], out, run_id, limits, "read", existing, progress_dir
     )

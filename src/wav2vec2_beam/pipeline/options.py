@@ -34,6 +34,11 @@ from wav2vec2_beam.models.ctc_beam_search import (
 )
 from wav2vec2_beam.transforms.infer.chunk import ChunkParams, chunk_params
 from wav2vec2_beam.transforms.read.inputs import INPUT_FORMATS
+from wav2vec2_beam.transforms.read.voice_activity import (
+    DEFAULT_MAX_SEGMENT_S,
+    MARGIN_S,
+    MIN_SEGMENT_S,
+)
 from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
 from wav2vec2_beam.transforms.write.pool import POOLINGS
 from wav2vec2_beam.transforms.write.tables import DEFAULT_LIMITS, FEATURE_DTYPES, PieceLimits
@@ -83,6 +88,11 @@ COLUMN_FLAGS = {
 
 #: Codes are written as int16, so a codevector group may hold at most this many entries.
 MAX_CODEVECTORS_PER_GROUP = 2**15
+
+#: `--segment`: fixed windows (the reference ASR pipeline's), or voice segments.
+SEGMENTERS = ("windows", "vad")
+#: `--formats`: files written per input beside the tables (`transforms.write.subtitles`).
+FILE_FORMATS = ("srt", "vtt", "ctm")
 
 
 class OptionsError(ValueError):
@@ -218,6 +228,13 @@ class Wav2Vec2Options(PipelineOptions):
             "classification, codes for pretraining, hidden_states for the bare encoder).",
         )
         outputs.add_argument(
+            "--formats",
+            metavar="FORMATS",
+            help=f"Comma-separated files to write per input beside the tables, among "
+            f"{','.join(FILE_FORMATS)}: subtitles (srt, vtt: a cue per voice segment, so "
+            "with --segment vad) and word times (ctm), in FOLDER/<format>/.",
+        )
+        outputs.add_argument(
             "--hidden_layers",
             default="-1",
             metavar="LAYERS",
@@ -272,6 +289,23 @@ class Wav2Vec2Options(PipelineOptions):
         )
 
         performance = parser.add_argument_group("performance")
+        performance.add_argument(
+            "--segment",
+            default="windows",
+            metavar="{" + ",".join(SEGMENTERS) + "}",
+            help="How long files are cut for the model: windows (default: --chunk_length_s "
+            "windows, as the HF ASR pipeline) or vad (voice activity: speech segments of at most "
+            "--max_segment_s, silence and noise never sent to the model; transcripts only, and "
+            "a segments table).",
+        )
+        performance.add_argument(
+            "--max_segment_s",
+            metavar="S",
+            type=finite_float,
+            default=DEFAULT_MAX_SEGMENT_S,
+            help=f"--segment vad: longest segment (default {DEFAULT_MAX_SEGMENT_S:g}); longer "
+            "speech is cut at its quietest point.",
+        )
         performance.add_argument(
             "--chunk_length_s",
             metavar="S",
@@ -380,6 +414,11 @@ class RunConfig:
     decode_processes: int = 0
     #: `--verbose`: show TensorFlow's start-up notices too.
     verbose: bool = False
+    #: `--segment`: "windows" or "vad", and `--max_segment_s`.
+    segment: str = "windows"
+    max_segment_s: float = DEFAULT_MAX_SEGMENT_S
+    #: `--formats`: the files written per input (`FILE_FORMATS`).
+    formats: tuple[str, ...] = ()
     #: The flags given on the command line (names without `--`), to refuse one with no effect.
     given: frozenset[str] = frozenset()
 
@@ -397,6 +436,18 @@ class RunConfig:
     def chunking(self, align_to: int) -> ChunkParams | None:
         """The window geometry in samples (None: no chunking), as the reference derives it."""
         return chunk_params(self.chunk_length_s, self.stride_length_s, align_to)
+
+    @property
+    def voice_segments_s(self) -> float | None:
+        """The longest voice segment with `--segment vad`, else None (fixed windows)."""
+        return self.max_segment_s if self.segment == "vad" else None
+
+    @property
+    def longest_model_input_s(self) -> float:
+        """The longest audio one window or segment gives the model (0: unchunked)."""
+        if self.segment == "vad":
+            return self.max_segment_s + 2 * MARGIN_S
+        return self.chunk_length_s
 
     @property
     def max_batch_samples(self) -> int:
@@ -423,6 +474,12 @@ class RunConfig:
             "lm_beta": self.lm_beta,
             "hotwords": list(self.hotwords),
             "hotword_weight": self.hotword_weight,
+            # Only with voice segments, so that folders of earlier versions still resume.
+            **(
+                {"segment": "vad", "max_segment_s": self.max_segment_s}
+                if self.segment == "vad"
+                else {}
+            ),
         }
 
 
@@ -516,6 +573,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError(f"--input_format must be one of {','.join(INPUT_FORMATS)}")
     if ours.pool not in POOLINGS:
         raise OptionsError(f"--pool must be one of {','.join(POOLINGS)}")
+    if ours.segment not in SEGMENTERS:
+        raise OptionsError(f"--segment must be one of {','.join(SEGMENTERS)}")
+    if not ours.max_segment_s >= MIN_SEGMENT_S:
+        raise OptionsError(f"--max_segment_s must be at least {MIN_SEGMENT_S:g} seconds")
     if ours.piece_items < 1 or not ours.piece_mb > 0 or not ours.piece_seconds > 0:
         raise OptionsError("--piece_items, --piece_mb and --piece_seconds must be positive")
     if ours.decoder is not None and ours.decoder not in DECODERS:
@@ -529,6 +590,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
     given = given_flags(argv)
     _refuse_flags_without_effect(ours, given)
     _refuse_local_paths_for_dataflow(options, ours)
+    formats = _parse_formats(ours.formats, ours.segment)
     hotwords = tuple(
         " ".join(phrase.split()) for phrase in (ours.hotwords or "").split(",") if phrase.strip()
     )
@@ -566,6 +628,9 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         hotword_weight=ours.hotword_weight,
         decode_processes=ours.decode_processes,
         verbose=ours.verbose,
+        segment=ours.segment,
+        max_segment_s=ours.max_segment_s,
+        formats=formats,
         given=given,
     )
     return options, config
@@ -591,6 +656,12 @@ def _refuse_flags_without_effect(ours: Wav2Vec2Options, given: frozenset[str]) -
             raise no_effect(flag, f"with --input_format {ours.input_format}")
     if "jax_cache_dir" in given and ours.backend != "jax":
         raise no_effect("jax_cache_dir", f"with --backend {ours.backend} (it is for jax)")
+    if ours.segment == "vad":
+        for flag in ("chunk_length_s", "stride_length_s"):
+            if flag in given:
+                raise no_effect(flag, "with --segment vad (voice segments replace the windows)")
+    elif "max_segment_s" in given:
+        raise no_effect("max_segment_s", "without --segment vad")
 
 
 DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow")
@@ -621,6 +692,22 @@ def beam_options_used(options: PipelineOptions) -> dict[str, object]:
     ours = options.view_as(Wav2Vec2Options).get_all_options(current_only=True)
     given = options.get_all_options(drop_default=True)
     return {name: value for name, value in given.items() if name not in ours}
+
+
+def _parse_formats(text: str | None, segment: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(part.strip() for part in (text or "").split(",") if part.strip()))
+    unknown = [name for name in formats if name not in FILE_FORMATS]
+    if unknown:
+        raise OptionsError(
+            f"--formats {','.join(unknown)}: not a format written here (use {','.join(FILE_FORMATS)})"
+        )
+    subtitles = [name for name in formats if name in ("srt", "vtt")]
+    if subtitles and segment != "vad":
+        raise OptionsError(
+            f"--formats {','.join(subtitles)} needs --segment vad: a subtitle cue is a voice "
+            "segment (ctm, word times, works with either)"
+        )
+    return formats
 
 
 def _parse_layers(text: str) -> str | tuple[int, ...]:
@@ -675,6 +762,18 @@ def check_against_model(config: RunConfig, model: Wav2Vec2Config) -> tuple[int, 
         raise OptionsError(
             f"--outputs {','.join(missing)}: the checkpoint's head {head} cannot give it "
             f"(it gives {','.join(sorted(possible)) or 'nothing this pipeline writes'}{hint})"
+        )
+    if config.segment == "vad" and (set(outputs) != {"transcripts"} or config.pool != "none"):
+        raise OptionsError(
+            f"--segment vad writes transcripts (and their segments) only, not "
+            f"{','.join(sorted(set(outputs) - {'transcripts'})) or 'pooled vectors'}: the model "
+            "sees the speech alone, so frames would not line up with the file's time; use "
+            "--segment windows for features"
+        )
+    if config.formats and "transcripts" not in outputs:
+        raise OptionsError(
+            f"--formats {','.join(config.formats)} is made from transcripts, which this run does "
+            f"not write (--outputs {','.join(outputs)})"
         )
     if "codes" in outputs and model.num_codevectors_per_group > MAX_CODEVECTORS_PER_GROUP:
         raise OptionsError(

@@ -113,6 +113,15 @@ class AudioChunk:
     #: The item's number among the items its bundle decoded: the stitcher's key, unique even when
     #: two containers repeat an id.
     serial: int = 0
+    #: `--segment vad`: where this voice segment starts in the item (16 kHz samples); None for
+    #: fixed windows. A segment has no strides, and an item without speech is one segment of no
+    #: samples (`is_last`), which the model skips.
+    segment_start: int | None = None
+
+    @property
+    def needs_model(self) -> bool:
+        """False for a failure marker and for the no-speech closer: nothing to compute."""
+        return self.error is None and len(self.samples) > 0
 
 
 def failure_marker(error: ErrorRecord, windows_before: int) -> AudioChunk:
@@ -168,6 +177,19 @@ class InferredChunk:
     #: Copied from the `AudioChunk`.
     bundle: str = ""
     serial: int = 0
+    segment_start: int | None = None
+
+
+@dataclass(frozen=True)
+class SegmentSpan:
+    """Where one voice segment of an item is: in its audio, and in its stitched frames."""
+
+    #: First sample and sample count (16 kHz) in the item.
+    start: int
+    num_samples: int
+    #: First frame and frame count in the item's stitched frames.
+    first_frame: int
+    num_frames: int
 
 
 @dataclass
@@ -190,3 +212,8 @@ class ItemResult:
     transcript: dict[str, Any] | None = None
     #: The decoder's bundle (see `AudioChunk.bundle`).
     bundle: str = ""
+    #: `--segment vad`: the voice segments whose frames were joined into `frames`, in order
+    #: (None for fixed windows; empty for an item without speech).
+    segments: list[SegmentSpan] | None = None
+    #: Their `segments` table rows, once CTC decoding has made them.
+    segment_rows: list[dict[str, Any]] | None = None

@@ -74,7 +74,7 @@ class _BatchByLength(beam.DoFn):
         self._pending: dict[int, list[AudioChunk]] = {}
 
     def process(self, chunk: AudioChunk) -> Iterator[list[AudioChunk]]:
-        if chunk.error is not None:  # a failure marker: nothing to compute, on at once
+        if not chunk.needs_model:  # a failure marker or no speech: nothing to compute
             yield [chunk]
             return
         bucket = bucket_for(len(chunk.samples), self._ladder)

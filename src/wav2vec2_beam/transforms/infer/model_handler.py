@@ -204,6 +204,8 @@ class LoadedWav2Vec2:
         for position, chunk in enumerate(chunks):
             if chunk.error is not None:
                 results[position] = _marked(chunk, chunk.error)
+            elif not chunk.needs_model:  # an item without speech (`--segment vad`)
+                results[position] = _inferred(chunk, {}, None)
             elif len(chunk.samples) < self._receptive_field:
                 results[position] = _failed(
                     chunk,
@@ -308,6 +310,7 @@ def _inferred(
         error_stage=error_stage,
         bundle=chunk.bundle,
         serial=chunk.serial,
+        segment_start=chunk.segment_start,
     )
 
 
@@ -366,7 +369,7 @@ class Wav2Vec2ModelHandler(ModelHandler[list[AudioChunk], InferredChunk, LoadedW
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[InferredChunk]:
         results = model.infer(batch)
-        if all(chunk.error is not None for chunk in batch):  # failure markers: no forward pass
+        if not any(chunk.needs_model for chunk in batch):  # markers: no forward pass
             return results
         if model.take_unreported_load():
             Metrics.counter(METRICS_NAMESPACE, "model_loads").inc()

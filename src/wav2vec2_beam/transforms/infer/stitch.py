@@ -36,12 +36,13 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from wav2vec2_beam.transforms.infer.chunk import stitch_frames
+from wav2vec2_beam.transforms.infer.chunk import logit_stride, stitch_frames
 from wav2vec2_beam.transforms.records import (
     TARGET_SAMPLE_RATE,
     ErrorRecord,
     InferredChunk,
     ItemResult,
+    SegmentSpan,
 )
 
 #: When an item has several errors, the one reported is the earliest stage's.
@@ -98,10 +99,11 @@ def stitch_item(
         return ErrorRecord(
             item_id, source, "stitch", f"incomplete windows {indices} and no error to explain it"
         )
+    computed = [w for w in windows if w.num_samples]  # not the no-speech closer
     frames: dict[str, np.ndarray] = {}
-    for name in last.frames:
+    for name in computed[-1].frames if computed else ():
         frames[name] = stitch_frames(
-            [(w.frames[name], w.stride_left, w.stride_right, w.num_samples) for w in windows],
+            [(w.frames[name], w.stride_left, w.stride_right, w.num_samples) for w in computed],
             align_to,
         )
         if frames[name].dtype.kind == "f" and feature_dtype != "float32":
@@ -123,8 +125,22 @@ def stitch_item(
         num_frames=num_frames,
         frames=frames,
         metadata=last.metadata,
-        pooled=pool_windows(windows),
+        pooled=pool_windows(computed) if computed else {},
+        segments=None if last.segment_start is None else segment_spans(computed, align_to),
     )
+
+
+def segment_spans(segments: list[InferredChunk], align_to: int) -> list[SegmentSpan]:
+    """Where each voice segment's frames are in the stitched frames (`--segment vad`): a
+    segment has no strides, so it keeps its first `token_n` frames, as `stitch_frames` does."""
+    spans, first = [], 0
+    for segment in segments:
+        produced = len(next(iter(segment.frames.values())))
+        count = min(produced, logit_stride(segment.num_samples, 0, 0, align_to)[0])
+        assert segment.segment_start is not None
+        spans.append(SegmentSpan(segment.segment_start, segment.num_samples, first, count))
+        first += count
+    return spans
 
 
 @dataclass

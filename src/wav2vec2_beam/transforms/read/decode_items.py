@@ -45,6 +45,7 @@ from wav2vec2_beam.transforms.read.decode_audio import (
     open_audio,
 )
 from wav2vec2_beam.transforms.read.ids import canonical_path, escape, special_file
+from wav2vec2_beam.transforms.read.voice_activity import segment_audio
 from wav2vec2_beam.transforms.records import (
     ERRORS_TAG,
     TARGET_SAMPLE_RATE,
@@ -158,9 +159,12 @@ def bundle_name(item: AudioItem) -> str:
 class _DecodeItem(beam.DoFn):
     """Decode one item as a stream and emit its windows, ended by its last window or a marker."""
 
-    def __init__(self, params: ChunkParams | None, block_s: float) -> None:
+    def __init__(
+        self, params: ChunkParams | None, block_s: float, max_segment_s: float | None = None
+    ) -> None:
         self._params = params
         self._block_s = block_s
+        self._max_segment_s = max_segment_s
         self._items_read = Metrics.counter(METRICS_NAMESPACE, "items_read")
         self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms_decoded")
         self._failures = Metrics.counter(METRICS_NAMESPACE, "decode_failures")
@@ -197,9 +201,14 @@ class _DecodeItem(beam.DoFn):
                     "source_format": f"{info.format}/{info.subtype}",
                     REFERENCE: item.reference,
                 }
-                for chunk in chunk_audio(
-                    stream.blocks(), item.id, item.source, self._params, metadata
-                ):
+                chunks = (
+                    chunk_audio(stream.blocks(), item.id, item.source, self._params, metadata)
+                    if self._max_segment_s is None
+                    else segment_audio(
+                        stream.blocks(), item.id, item.source, self._max_segment_s, metadata
+                    )
+                )
+                for chunk in chunks:
                     if chunk.is_last:
                         last = chunk  # held back until the item has closed cleanly
                     else:
@@ -229,11 +238,19 @@ class _DecodeItem(beam.DoFn):
 
 
 class DecodeItems(beam.PTransform):
-    """`AudioItem`s to `AudioChunk`s: each item's windows, or its failure marker (module doc)."""
+    """`AudioItem`s to `AudioChunk`s: each item's windows, or its failure marker (module doc).
 
-    def __init__(self, params: ChunkParams | None, block_s: float = DEFAULT_BLOCK_S) -> None:
+    `max_segment_s` set: voice segments of at most that length instead of `params`' windows
+    (`--segment vad`, `transforms.read.voice_activity`)."""
+
+    def __init__(
+        self,
+        params: ChunkParams | None,
+        block_s: float = DEFAULT_BLOCK_S,
+        max_segment_s: float | None = None,
+    ) -> None:
         super().__init__()
-        self._fn = _DecodeItem(params, block_s)
+        self._fn = _DecodeItem(params, block_s, max_segment_s)
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         return items | "Decode" >> beam.ParDo(self._fn)

@@ -125,32 +125,37 @@ class _DecodeCtc(beam.DoFn):
         from wav2vec2_beam.models.tokenizer import Wav2Vec2CTCTokenizer
 
         self._tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(self._model_dir)
-        self._pending: deque[tuple[ItemResult, DecodePool, Future]] = deque()
+        self._pending: deque[tuple[ItemResult, DecodePool, list[Future]]] = deque()
 
     def process(self, item: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
         if isinstance(item, ErrorRecord):  # on to the writer as it is
             yield item
             return
         if self._beam is None:
-            text, chars, words = decode_ctc(
-                item.frames[CTC_IDS], item.frames[CTC_CONFIDENCE], self._tokenizer, self._ratio
-            )
-            yield replace(item, transcript=self._row(item, text, chars, words))
+            decoded = [
+                decode_ctc(ids, confidence, self._tokenizer, self._ratio)
+                for ids, confidence in zip(
+                    _parts(item, CTC_IDS), _parts(item, CTC_CONFIDENCE), strict=True
+                )
+            ]
+            yield self._with_rows(item, decoded)
             return
-        self._pending.append((item, *self._submit(item.frames[CTC_LOG_PROBS])))
+        self._pending.append((item, *self._submit(_parts(item, CTC_LOG_PROBS))))
         limit = 2 * self._processes + 2
-        while self._pending and (self._pending[0][2].done() or len(self._pending) > limit):
+        while self._pending and (
+            all(future.done() for future in self._pending[0][2]) or len(self._pending) > limit
+        ):
             yield self._finished(*self._pending.popleft())
 
-    def _submit(self, log_probs: np.ndarray) -> tuple[DecodePool, Future]:
-        """Hand an item to the pool; a pool whose processes died is replaced once."""
+    def _submit(self, parts: list[np.ndarray]) -> tuple[DecodePool, list[Future]]:
+        """Hand an item's parts to the pool; a pool whose processes died is replaced once."""
         pool = shared_pool(self._beam, self._processes)
         try:
-            return pool, pool.submit(log_probs)
+            return pool, [pool.submit(log_probs) for log_probs in parts]
         except (BrokenProcessPool, RuntimeError):  # broken, or shut down by another thread
             discard_pool(pool)
             pool = shared_pool(self._beam, self._processes)
-            return pool, pool.submit(log_probs)
+            return pool, [pool.submit(log_probs) for log_probs in parts]
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         while self._pending:
@@ -158,16 +163,46 @@ class _DecodeCtc(beam.DoFn):
             yield WindowedValue(result, MIN_TIMESTAMP, [GlobalWindow()])
 
     def _finished(
-        self, item: ItemResult, pool: DecodePool, decoded: Future
+        self, item: ItemResult, pool: DecodePool, futures: list[Future]
     ) -> ItemResult | ErrorRecord:
         try:
-            text, chars, words = decoded.result()
+            decoded = [future.result() for future in futures]
         except BrokenProcessPool as error:  # a decoding process died (out of memory, killed)
             discard_pool(pool)
             return self._failed(item, f"decoding process died: {error}")
         except Exception as error:  # one item's failure is its error row
             return self._failed(item, f"{type(error).__name__}: {error}")
-        return replace(item, transcript=self._row(item, text, chars, words), frames=_written(item))
+        return replace(self._with_rows(item, decoded), frames=_written(item))
+
+    def _with_rows(self, item: ItemResult, decoded: list[Decoded]) -> ItemResult:
+        """The item with its transcripts row, and with `--segment vad` its segments rows and a
+        transcript that joins them (their texts, and their words and characters in the item's
+        time)."""
+        if item.segments is None:
+            return replace(item, transcript=self._row(item, *decoded[0]))
+        rows, texts, chars, words = [], [], [], []
+        for index, (span, (text, segment_chars, segment_words)) in enumerate(
+            zip(item.segments, decoded, strict=True)
+        ):
+            offset = span.start / TARGET_SAMPLE_RATE
+            segment_words = _shifted(segment_words, offset)
+            chars += _shifted(segment_chars, offset)
+            words += segment_words
+            texts += [text] if text else []
+            confidences = [word["confidence"] for word in segment_words]
+            rows.append(
+                {
+                    "id": item.id,
+                    "segment": index,
+                    "start_s": round(offset, 6),
+                    "end_s": round((span.start + span.num_samples) / TARGET_SAMPLE_RATE, 6),
+                    "transcript": text,
+                    "words": segment_words,
+                    "confidence": float(np.mean(confidences)) if confidences else None,
+                }
+            )
+        transcript = self._row(item, " ".join(texts), chars, words)
+        return replace(item, transcript=transcript, segment_rows=rows)
 
     @staticmethod
     def _failed(item: ItemResult, reason: str) -> ErrorRecord:
@@ -189,6 +224,30 @@ class _DecodeCtc(beam.DoFn):
             "model": self._model_dir,
             "reference": item.metadata.get(REFERENCE),
         }
+
+
+#: One part's decoding: (text, chars, words).
+Decoded = tuple[str, list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _parts(item: ItemResult, name: str) -> list[np.ndarray]:
+    """What is decoded on its own: the item's frames, or each voice segment's."""
+    if item.segments is None:
+        return [item.frames[name]]
+    array = item.frames.get(name)
+    return [array[s.first_frame : s.first_frame + s.num_frames] for s in item.segments]
+
+
+def _shifted(timed: list[dict[str, Any]], offset_s: float) -> list[dict[str, Any]]:
+    """Word or character entries moved from their segment's time to the item's."""
+    return [
+        {
+            **entry,
+            "start_s": round(entry["start_s"] + offset_s, 6),
+            "end_s": round(entry["end_s"] + offset_s, 6),
+        }
+        for entry in timed
+    ]
 
 
 def _written(item: ItemResult) -> dict[str, np.ndarray]:

@@ -28,6 +28,8 @@ from typing import Any
 
 from apache_beam.metrics.metric import MetricsFilter
 
+from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
+
 METRICS_NAMESPACE = "wav2vec2"
 
 #: Counter names of the error rows by reason: `failed:no_match`, `failed:not_audio`, ...
@@ -106,6 +108,8 @@ def summarize(result: Any, wall_seconds: float, options: Mapping[str, Any]) -> d
         "model_loads": found.get("model_loads", 0),
         "batches": found.get("batches", 0),
         "padding_waste": padding_waste(found),
+        # Audio the model was given (strides counted twice, silence left out by --segment vad).
+        "model_input_seconds": found.get("input_samples", 0) / TARGET_SAMPLE_RATE,
         "items_written": found.get("items_written", 0),
         "pieces_written": found.get("pieces_written", 0),
         "skipped_existing": found.get("items_skipped", 0),

@@ -105,6 +105,20 @@ TRANSCRIPTS_SCHEMA = pa.schema(
     ]
 )
 
+#: `--segment vad`: a row per voice segment of an item (an item without speech has none).
+SEGMENTS_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("segment", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("transcript", pa.string(), nullable=False),
+        pa.field("words", pa.list_(pa.struct([("word", pa.string()), *_TIMED])), nullable=False),
+        # The mean of its words' confidences; null for a segment the model heard no word in.
+        pa.field("confidence", pa.float32()),
+    ]
+)
+
 ERRORS_SCHEMA = pa.schema(
     [pa.field(name, pa.string(), nullable=False) for name in ("id", "source", "stage", "error")]
 )
@@ -189,6 +203,18 @@ def transcripts_table() -> TableSpec:
         TRANSCRIPTS_SCHEMA,
         lambda items: pa.Table.from_pylist([i.transcript for i in items], TRANSCRIPTS_SCHEMA),
         lambda item: 64 * (len(item.transcript["words"]) + len(item.transcript["chars"])) + 256,
+    )
+
+
+def segments_table() -> TableSpec:
+    """Rows are the dicts `transforms.write.ctc_decode` attaches to items with voice segments."""
+    return TableSpec(
+        "segments",
+        SEGMENTS_SCHEMA,
+        lambda items: pa.Table.from_pylist(
+            [row for item in items for row in item.segment_rows], SEGMENTS_SCHEMA
+        ),
+        lambda item: sum(64 * len(row["words"]) + 128 for row in item.segment_rows),
     )
 
 
@@ -466,10 +492,15 @@ class _WritePieces(beam.DoFn):
         an object store the files are written in that order, each visible once whole.
         """
         order = [*reversed(self._item_tables), "errors"]
-        written = [
-            write_piece(self._tables[name].to_table(self._rows[name]), self._path(name))
+        tables = {
+            name: self._tables[name].to_table(self._rows[name])
             for name in order
             if self._rows[name]
+        }
+        written = [
+            write_piece(table, self._path(name))
+            for name, table in tables.items()
+            if table.num_rows  # items without speech have no segments: no empty piece
         ]
         for publish in written:
             publish()
