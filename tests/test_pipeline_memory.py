@@ -1,6 +1,7 @@
 """Peak memory is flat in file length and in corpus size.
 
-A 30-minute file costs at most 1.3x a 1-minute file (about a minute), and 200 files of real speech
+A 30-minute file costs at most 1.3x a 1-minute file, with fixed windows and with voice segments
+(about a minute each), and 200 files of real speech
 at most 1.25x 20 files while every hidden state is written (about a minute and a half). Each run is a
 fresh process that reports its own peak resident set size once the pipeline has finished.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import soundfile
 from fixtures.synthetic_audio import synthetic_speech
 
@@ -29,7 +31,7 @@ print("maxrss_kb", int(hwm.split()[1]))
 """
 
 
-def peak_rss_kb(audio: Path, output: Path) -> int:
+def peak_rss_kb(audio: Path, output: Path, *flags: str) -> int:
     done = subprocess.run(
         [
             sys.executable,
@@ -38,6 +40,7 @@ def peak_rss_kb(audio: Path, output: Path) -> int:
             f"--input={audio}",
             f"--model_dir={REPO / 'tests' / 'fixtures' / 'checkpoints' / 'base'}",
             f"--output_dir={output}",
+            *flags,
         ],
         cwd=REPO,
         capture_output=True,
@@ -49,7 +52,10 @@ def peak_rss_kb(audio: Path, output: Path) -> int:
     return int(line.split()[1])
 
 
-def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [[], ["--segment=vad"]], ids=["windows", "vad"])
+def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(
+    tmp_path: Path, flags: list[str]
+) -> None:
     minute = synthetic_speech(60.0, seed=1)
     soundfile.write(tmp_path / "one.flac", minute, 16_000)
     soundfile.write(
@@ -57,8 +63,8 @@ def test_a_30_minute_file_needs_at_most_1_3x_the_memory_of_a_1_minute_file(tmp_p
         np.concatenate([synthetic_speech(60.0, seed=seed) for seed in range(30)]),
         16_000,
     )
-    one = peak_rss_kb(tmp_path / "one.flac", tmp_path / "out_one")
-    thirty = peak_rss_kb(tmp_path / "thirty.flac", tmp_path / "out_thirty")
+    one = peak_rss_kb(tmp_path / "one.flac", tmp_path / "out_one", *flags)
+    thirty = peak_rss_kb(tmp_path / "thirty.flac", tmp_path / "out_thirty", *flags)
     print(
         f"peak RSS: 1 min {one / 1024:.0f} MiB, 30 min {thirty / 1024:.0f} MiB, {thirty / one:.2f}x"
     )

@@ -77,6 +77,12 @@ def test_defaults_chunk_long_files() -> None:
         ([*REQUIRED, "--chunk_length_s=-1"], "--chunk_length_s"),
         ([*REQUIRED, "--stride_length_s=1,2,3"], "--stride_length_s"),
         ([*REQUIRED, "--stride_length_s=-1"], "--stride_length_s"),
+        ([*REQUIRED, "--segment=silero"], "--segment must be one of windows,vad"),
+        ([*REQUIRED, "--segment=vad", "--max_segment_s=1"], "--max_segment_s must be at least 2"),
+        ([*REQUIRED, "--max_segment_s=20"], "--max_segment_s has no effect without --segment vad"),
+        ([*REQUIRED, "--segment=vad", "--chunk_length_s=10"], "--chunk_length_s has no effect"),
+        ([*REQUIRED, "--formats=srt"], "--formats srt needs --segment vad"),
+        ([*REQUIRED, "--formats=ctm,txt"], "--formats txt: not a format written here"),
     ],
 )
 def test_bad_command_lines_are_refused_in_one_line(argv: list[str], message: str) -> None:
@@ -123,6 +129,13 @@ def test_outputs_default_to_what_the_head_is_for(checkpoint: str, outputs: tuple
         ("base", ["--outputs=hidden_states", "--hidden_layers=-4"], "hidden states 0..2"),
         ("base", ["--stride_length_s=0"], "receptive field"),
         ("base", ["--chunk_length_s=2", "--stride_length_s=1"], "never advance"),
+        (
+            "base",
+            ["--segment=vad", "--outputs=transcripts,logits"],
+            "transcripts .* only, not logits",
+        ),
+        ("base", ["--segment=vad", "--pool=mean"], "not pooled vectors"),
+        ("bare", ["--formats=ctm"], "made from transcripts, which this run does not write"),
     ],
 )
 def test_options_the_checkpoint_cannot_serve(

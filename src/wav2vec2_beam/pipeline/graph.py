@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from wav2vec2_beam.models.configuration import Wav2Vec2Config
 from wav2vec2_beam.pipeline.options import RunConfig, resolve_outputs
-from wav2vec2_beam.transforms.infer.batch import BatchAudio, ladder_for
+from wav2vec2_beam.transforms.infer.batch import VOICE_SEGMENT_GROWTH, BatchAudio, ladder_for
 from wav2vec2_beam.transforms.infer.model_handler import InferenceSpec, Wav2Vec2ModelHandler
 from wav2vec2_beam.transforms.infer.stitch import StitchItems
 from wav2vec2_beam.transforms.read.corpus import ITEMS_TAG, CorpusOptions, ReadCorpus
@@ -63,7 +63,7 @@ def inference_spec(
         ctc="transcripts" in config.outputs,
         logits="logits" in config.outputs,
         hidden_layers=tuple(hidden_layers),
-        ladder=ladder_for(config.longest_model_input_s, model.inputs_to_logits_ratio),
+        ladder=run_ladder(config, model.inputs_to_logits_ratio),
         precision=config.precision,
         jit_compile=config.jit_compile,
         backend=config.backend,
@@ -72,6 +72,12 @@ def inference_spec(
         classify="classifications" in config.outputs,
         codes="codes" in config.outputs,
     )
+
+
+def run_ladder(config: RunConfig, align_to: int) -> tuple[int, ...]:
+    """The batches' lengths: the model traces and batches by the same ladder."""
+    growth = VOICE_SEGMENT_GROWTH if config.segment == "vad" else 1.0625
+    return ladder_for(config.longest_model_input_s, align_to, growth)
 
 
 def item_tables(config: RunConfig) -> list[str]:
@@ -155,7 +161,7 @@ def build_pipeline(
         >> DecodeItems(config.chunking(align_to), max_segment_s=config.voice_segments_s)
         | "BatchAudio"
         >> BatchAudio(
-            ladder_for(config.longest_model_input_s, align_to),
+            run_ladder(config, align_to),
             config.batch_size,
             config.max_batch_samples,
         )

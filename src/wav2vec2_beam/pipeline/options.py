@@ -89,6 +89,15 @@ COLUMN_FLAGS = {
 #: Codes are written as int16, so a codevector group may hold at most this many entries.
 MAX_CODEVECTORS_PER_GROUP = 2**15
 
+#: `--max_batch_audio_s`'s default: four 30 s windows.
+WINDOWS_BATCH_AUDIO_S = 120.0
+#: ... and with `--segment vad`. A long file's voice segments (of every length up to the bound)
+#: fill every batch to the budget, where 30 s windows fill half of it, and each batch shape
+#: keeps oneDNN primitives sized to it: with 120 s a 30-minute file peaked at 1.35x the memory of
+#: a 1-minute file, with 40 s at 1.17x (tests/test_pipeline_memory.py). On a CPU a batch of 40 s
+#: runs as fast per second of audio as one of 120 s.
+VOICE_SEGMENTS_BATCH_AUDIO_S = 40.0
+
 #: `--segment`: fixed windows (the reference ASR pipeline's), or voice segments.
 SEGMENTERS = ("windows", "vad")
 #: `--formats`: files written per input beside the tables (`transforms.write.subtitles`).
@@ -330,8 +339,9 @@ class Wav2Vec2Options(PipelineOptions):
             "--max_batch_audio_s",
             metavar="S",
             type=finite_float,
-            default=120.0,
-            help="Most padded audio seconds per forward pass (default 120).",
+            default=None,
+            help=f"Most padded audio seconds per forward pass (default {WINDOWS_BATCH_AUDIO_S:g}; "
+            f"{VOICE_SEGMENTS_BATCH_AUDIO_S:g} with --segment vad).",
         )
         performance.add_argument(
             "--jit_compile",
@@ -565,6 +575,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PipelineOptions, RunConfig]:
         raise OptionsError("--jit_compile is for --backend tf: the jax backend always compiles")
     if ours.batch_size < 1:
         raise OptionsError("--batch_size must be at least 1")
+    if ours.max_batch_audio_s is None:
+        ours.max_batch_audio_s = (
+            VOICE_SEGMENTS_BATCH_AUDIO_S if ours.segment == "vad" else WINDOWS_BATCH_AUDIO_S
+        )
     if not ours.max_batch_audio_s > 0:
         raise OptionsError("--max_batch_audio_s must be positive")
     if not (ours.chunk_length_s >= 0 and math.isfinite(ours.chunk_length_s)):
