@@ -31,6 +31,10 @@ INSTALL_REQUIRES = [
     # decodes them all, and PyAV's wheels carry FFmpeg's libraries, so no system package is
     # needed; it decodes from Python file objects (tar members, gs:// objects) as a stream.
     "av>=14,<19",
+    # `--segment vad`: WebRTC's voice-activity detector, a 100 kB C extension with wheels for
+    # every platform; Silero's (measured in docs/PERFORMANCE.md) ships in a package that
+    # requires PyTorch.
+    "webrtcvad-wheels>=2.0.14,<3",
     "gcsfs",
     "rapidfuzz>=3,<4",
     # KenLM's own Python module scores n-grams for LM beam search (ARPA and binary models, as
@@ -65,6 +69,9 @@ TEST = [
     "duckdb",
     "datasets",
     "gcp-storage-emulator",
+    # Independent readers of the subtitles --formats writes.
+    "srt>=3.5,<4",
+    "webvtt-py>=0.5,<1",
     *JAX,
 ]
 
