@@ -4,7 +4,8 @@ Audio, checkpoint (with its language model), WebDataset shards, `--lm` and the o
 on gs://, compared with the same run on local files (the oracle: the transcripts must be equal);
 a run killed with SIGKILL and resumed, leaving each id once and no scratch object; the local
 cache of checkpoint files, one copy per file whatever the number of processes; and the
-one-line errors of a store that cannot be reached or a bucket that does not exist.
+one-line errors of a store that cannot be reached or a bucket that does not exist; m4a objects
+(FFmpeg's path) cut on voice activity, with the segments table and subtitle files on gs://.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import soundfile
+from fixtures.media import M4A, encode
 from gcs_emulator import BUCKET, Storage, closed_port, running_storage
 
 from wav2vec2_beam.demo import HELDOUT_DIR, MODEL_DIR
@@ -285,3 +288,47 @@ def test_behind_a_proxy_the_proxy_is_what_must_answer(monkeypatch: pytest.Monkey
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(file_cache.StoreUnreachable, match="no network: cannot connect to 127"):
         file_cache.store_reachable("gs://behind-a-dead-proxy/x")
+
+
+def test_media_only_ffmpeg_reads_and_files_per_input_on_gs(storage, machine, tmp_path):
+    """m4a objects read through FFmpeg from gs://, cut on voice activity, with their segments
+    and subtitle files written to gs://: the same rows and files as the local run's."""
+    media = tmp_path / "media"
+    media.mkdir()
+    for path in HELDOUT[:2]:
+        audio, rate = soundfile.read(path, dtype="float32")
+        encoded = encode(media / f"{path.stem}.m4a", audio, rate, M4A)
+        storage.upload(encoded, f"media/{encoded.name}")
+    flags = ["--segment=vad", "--formats=srt,ctm"]
+    local = tmp_path / "local"
+    done = run(
+        command(
+            f"--input={media}/*.m4a", f"--model_dir={MODEL_DIR}", f"--output_dir={local}", *flags
+        )
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = run(
+        command(
+            "--input=gs://test-bucket/media/*.m4a",
+            f"--model_dir={MODEL_DIR}",
+            "--output_dir=gs://test-bucket/out_media",
+            *flags,
+        ),
+        env=environment(storage, machine),
+    )
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    got = download(storage, "out_media", tmp_path / "from_gs")
+    assert transcripts(got) == transcripts(local) and len(transcripts(got)) == 2
+    segments = pq.read_table(got / "segments", columns=["transcript", "start_s", "end_s"])
+    assert (
+        segments.to_pylist()
+        == pq.read_table(local / "segments", columns=["transcript", "start_s", "end_s"]).to_pylist()
+    )
+    for kind in ("srt", "ctm"):
+        names = sorted(path.name.rsplit("-", 1)[0] for path in (got / kind).iterdir())
+        assert names == [path.stem for path in HELDOUT[:2]], kind
+        for path in (got / kind).iterdir():
+            (twin,) = (local / kind).glob(f"{path.name.rsplit('-', 1)[0]}-*.{kind}")
+            assert path.read_text().replace(path.stem, "") == twin.read_text().replace(
+                twin.stem, ""
+            )
