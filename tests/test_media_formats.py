@@ -28,6 +28,7 @@ from wav2vec2_beam.demo.evaluate import error_rates
 from wav2vec2_beam.pipeline.main import main as run_pipeline
 from wav2vec2_beam.transforms.read.census import take_census
 from wav2vec2_beam.transforms.read.decode_audio import AudioDecodeError, Span, decode_audio
+from wav2vec2_beam.transforms.read.webdataset import read_shard
 
 #: Held-out utterances encoded in every format (2-4 s each).
 UTTERANCES = ("00", "03", "07", "12")
@@ -65,6 +66,68 @@ def test_a_span_past_the_end_is_a_bad_span(tmp_path: Path) -> None:
     _, mkv = pcm_pair(tmp_path, seconds=2.0)
     with pytest.raises(AudioDecodeError, match=r"bad_span: offset 3.0 s .* \(2.000 s\)"):
         decode_audio(mkv, span=Span(3.0))
+
+
+class _FailingFile(io.BytesIO):
+    """A file whose reads fail past `limit` bytes, as a network read can."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self._limit = limit
+
+    def read(self, size: int = -1) -> bytes:
+        if self.tell() >= self._limit:
+            raise ConnectionResetError("connection reset by peer")
+        return super().read(size)
+
+
+def test_a_read_error_midway_is_an_error_not_a_shorter_file(tmp_path: Path) -> None:
+    _, mkv = pcm_pair(tmp_path, seconds=8.0)
+    data = mkv.read_bytes()
+    with pytest.raises(AudioDecodeError, match="io_error: ConnectionResetError"):
+        decode_audio(_FailingFile(data, len(data) // 2), block_s=1.0)
+
+
+def test_absurd_spans_and_rates(tmp_path: Path) -> None:
+    _, mkv = pcm_pair(tmp_path, seconds=2.0)
+    whole, _ = decode_audio(mkv)
+    np.testing.assert_array_equal(decode_audio(mkv, span=Span(0.0, 1e308))[0], whole)
+    with pytest.raises(AudioDecodeError, match=r"bad_span: offset 1e\+308 s is past the end"):
+        decode_audio(mkv, span=Span(1e308))
+    with pytest.raises(AudioDecodeError, match="too_short: a span of 1e-05 s"):
+        decode_audio(mkv, span=Span(0.5, 1e-5))
+    wav = tmp_path / "fast.wav"
+    soundfile.write(wav, np.zeros(1000, np.float32), 16_000)
+    header = bytearray(wav.read_bytes())
+    header[24:28] = (2_000_000).to_bytes(4, "little")  # the fmt chunk's sample rate
+    wav.write_bytes(bytes(header))
+    with pytest.raises(AudioDecodeError, match="sample_rate_too_high"):
+        decode_audio(wav)
+
+
+def test_a_playlist_is_not_opened(tmp_path: Path) -> None:
+    """FFmpeg's concat demuxer would read the files a text file names: a corpus file is audio."""
+    wav, _ = pcm_pair(tmp_path, seconds=1.0)
+    playlist = tmp_path / "list.m4a"
+    playlist.write_text(f"ffconcat version 1.0\nfile '{wav}'\n")
+    with pytest.raises(
+        AudioDecodeError, match=r"not_audio: .*FFmpeg (reads it as a playlist|cannot)"
+    ):
+        decode_audio(playlist)
+
+
+def test_a_sample_with_video_and_wav_is_read_from_its_wav(
+    media_corpus: Path, tmp_path: Path
+) -> None:
+    shard = tmp_path / "av.tar"
+    with tarfile.open(shard, "w") as tar:
+        for suffix in ("mp4", "wav"):
+            data = (media_corpus / f"{UTTERANCES[0]}.{suffix}").read_bytes()
+            member = tarfile.TarInfo(f"clip.{suffix}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    items = list(read_shard(str(shard), frozenset(), None))
+    assert len(items) == 1 and items[0].source.endswith("#clip.wav"), items
 
 
 def test_files_no_reader_opens_are_one_not_audio_error_naming_both(tmp_path: Path) -> None:

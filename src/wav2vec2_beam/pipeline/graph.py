@@ -1,8 +1,8 @@
 """The job graph: each stage of the data's path is one named transform from transforms/.
 
     Inputs -> ReadCorpus -> Reshuffle (remote runners) -> DecodeItems -> BatchAudio
-        -> RunInference -> Stitch -> CtcDecode -> ScoreTranscripts (transcripts) -> WriteOutputs
-                                                                    (--formats) -> WriteFiles
+        -> RunInference -> Stitch -> CtcDecode -> ScoreTranscripts (transcripts)
+        -> WriteFiles (--formats) -> WriteOutputs
     (CtcDecode's beam search runs in processes beside the model: transforms/write/lm_decode.py)
     ReadCorpus's errors -> WriteReadErrors
     ExistingIds (--skip_existing) -> ReadCorpus, as the ids to leave out; -> the writers
@@ -177,12 +177,12 @@ def build_pipeline(
         )
     out, limits = config.output_dir, config.piece_limits
     specs = table_specs(config, model, hidden_layers)
+    if config.formats:  # before the tables: an item's files exist once its rows do
+        results = results | "WriteFiles" >> WriteFiles(config.formats, out)
     # Each writer's name is in its pieces' names (see transforms/write/tables.py).
     _ = results | "WriteOutputs" >> WriteOutputs(
         specs, out, run_id, limits, "out", existing, progress_dir
     )
-    if config.formats:
-        _ = results | "WriteFiles" >> WriteFiles(config.formats, out)
     _ = read[ERRORS_TAG] | "WriteReadErrors" >> WriteOutputs(
         [], out, run_id, limits, "read", existing, progress_dir
     )

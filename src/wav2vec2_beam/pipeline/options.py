@@ -312,8 +312,8 @@ class Wav2Vec2Options(PipelineOptions):
             metavar="S",
             type=finite_float,
             default=DEFAULT_MAX_SEGMENT_S,
-            help=f"--segment vad: longest segment (default {DEFAULT_MAX_SEGMENT_S:g}); longer "
-            "speech is cut at its quietest point.",
+            help=f"--segment vad: longest segment's speech (default {DEFAULT_MAX_SEGMENT_S:g}; "
+            "plus 0.2 s of margin each side); longer speech is cut at its quietest point.",
         )
         performance.add_argument(
             "--chunk_length_s",
@@ -444,7 +444,10 @@ class RunConfig:
         return self.decode_processes or max(1, (os.cpu_count() or 1) - 1)
 
     def chunking(self, align_to: int) -> ChunkParams | None:
-        """The window geometry in samples (None: no chunking), as the reference derives it."""
+        """The window geometry in samples (None: no chunking, or voice segments instead), as the
+        reference derives it."""
+        if self.segment == "vad":
+            return None
         return chunk_params(self.chunk_length_s, self.stride_length_s, align_to)
 
     @property

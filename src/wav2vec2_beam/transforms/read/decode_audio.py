@@ -71,8 +71,17 @@ MIN_SAMPLES = 400
 #: hostile file, and resampling 1 Hz to 16 kHz would turn a kilobyte into minutes of model input.
 MIN_SAMPLE_RATE = 1_000
 
-#: Default seconds of source audio read per block; bounds memory at ~block_s * rate * channels.
+#: Highest sample rate read (Hz): studio audio goes to 384 kHz, DSD transcodes to 768 kHz; a header
+#: declaring more is broken or hostile.
+MAX_SAMPLE_RATE = 768_000
+
+#: Default seconds of source audio read per block; bounds memory at ~block_s * rate * channels...
 DEFAULT_BLOCK_S = 20.0
+#: ... and at most this many samples (all channels; 32 MB of float32) whatever the file declares.
+MAX_BLOCK_VALUES = 2**23
+
+#: Frames beyond this (2^53, where float64 stops counting whole frames) are past any real file.
+_FAR = 2.0**53
 
 _UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF)
 
@@ -244,13 +253,7 @@ class AudioStream:
             raise AudioDecodeError(
                 "decode", "zero_frames", f"the {self.info.format} header declares no audio frames"
             )
-        if self.info.sample_rate < MIN_SAMPLE_RATE:
-            raise AudioDecodeError(
-                "decode",
-                "sample_rate_too_low",
-                f"the header declares {self.info.sample_rate} Hz; below {MIN_SAMPLE_RATE} Hz no "
-                "speech is recorded, and resampling it would make minutes of input from bytes",
-            )
+        _check_sample_rate(self.info.sample_rate)
         self._first, self._count = _span_frames(self._span, self.info)
         # soxr's output length is the rounded rate-scaled input length; the end check is exact.
         expected = self._count * TARGET_SAMPLE_RATE / self.info.sample_rate
@@ -277,26 +280,36 @@ class AudioStream:
                 "not_audio",
                 f"libsndfile cannot open it ({libsndfile_message}) and {error.message}",
             ) from error
+        self._file.raise_error()
         self.info = self._ffmpeg.info
-        if self.info.sample_rate < MIN_SAMPLE_RATE:
+        _check_sample_rate(self.info.sample_rate)
+        # The header's length is an estimate here, so a span is cut from what is decoded
+        # (`FFmpegAudio.blocks`); only what can be known now is checked now.
+        span, rate = self._span or Span(), self.info.sample_rate
+        if span.offset_s * rate >= _FAR:
             raise AudioDecodeError(
-                "decode",
-                "sample_rate_too_low",
-                f"the stream declares {self.info.sample_rate} Hz; below {MIN_SAMPLE_RATE} Hz no "
-                "speech is recorded",
+                "decode", "bad_span", f"offset {span.offset_s} s is past the end of any file"
             )
-        span = self._span or Span()
-        self._first = round(span.offset_s * self.info.sample_rate)
-        self._count = (
-            None if span.duration_s is None else round(span.duration_s * self.info.sample_rate)
-        )
+        self._first = round(span.offset_s * rate)
+        self._count = None
+        if span.duration_s is not None and span.duration_s * rate < _FAR:
+            self._count = round(span.duration_s * rate)
+            if round(self._count * TARGET_SAMPLE_RATE / rate) < MIN_SAMPLES:
+                raise AudioDecodeError(
+                    "decode",
+                    "too_short",
+                    f"a span of {span.duration_s} s is under one model frame "
+                    f"({MIN_SAMPLES} samples at {TARGET_SAMPLE_RATE} Hz)",
+                )
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Yield 16 kHz mono float32 blocks; raise `AudioDecodeError` on a late failure."""
         if self._sound is None and self._ffmpeg is None:
             raise ValueError("the stream is closed")
         info = self.info
-        block_frames = max(1, round(self._block_s * info.sample_rate))
+        block_frames = max(
+            1, min(round(self._block_s * info.sample_rate), MAX_BLOCK_VALUES // info.channels)
+        )
         source = (
             self._ffmpeg.blocks(self._first, self._count, block_frames)
             if self._ffmpeg is not None
@@ -309,6 +322,7 @@ class AudioStream:
         )
         frames_read = 0
         for block in source:
+            self._file.raise_error()  # FFmpeg, as libsndfile, takes a failed read for the end
             finite = np.isfinite(block)
             if not finite.all():
                 first = self._first + frames_read + int(np.argmin(finite.all(axis=1)))
@@ -325,6 +339,7 @@ class AudioStream:
             if len(mono):
                 self.num_samples += len(mono)
                 yield mono
+        self._file.raise_error()
         if resampler is not None:
             tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
             if len(tail):
@@ -425,6 +440,22 @@ def decode_audio(
     with open_audio(source, block_s, span) as stream:
         samples = np.concatenate(list(stream.blocks()))
         return samples, stream.info
+
+
+def _check_sample_rate(rate: int) -> None:
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioDecodeError(
+            "decode",
+            "sample_rate_too_low",
+            f"the header declares {rate} Hz; below {MIN_SAMPLE_RATE} Hz no speech is recorded, "
+            "and resampling it would make minutes of input from bytes",
+        )
+    if rate > MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            "decode",
+            "sample_rate_too_high",
+            f"the header declares {rate} Hz; above {MAX_SAMPLE_RATE} Hz no audio is recorded",
+        )
 
 
 def _span_frames(span: Span | None, info: AudioInfo) -> tuple[int, int]:

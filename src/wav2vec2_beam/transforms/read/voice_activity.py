@@ -22,8 +22,11 @@ minutes of the tests' long recording it sent 3.6% of the gaps against 18%, 583 s
 all) but runs at about 190x real time and ships in a package that requires PyTorch; see
 docs/PERFORMANCE.md.
 
-Streaming: frames are labelled as blocks arrive, and only the samples of the segment being built
-(at most `max_segment_s` plus the margins) are held, so memory is flat in the file's length.
+Streaming: frames are labelled as blocks arrive, and only the samples a segment may still need
+are held: the segment waiting for a neighbour to join it, the pause after it (at most
+`MAX_MERGED_PAUSE_S`), the open region, the margins, and the block being read (at most twice
+`max_segment_s` and about 20 s more), so memory is flat in the file's length. A segment is at
+most `max_segment_s` of speech plus its two margins.
 Everything before the segment's start (minus the margin) is dropped as soon as it is known to be
 non-speech: none of it reaches the model.
 """

@@ -5,8 +5,10 @@ member's path up to the first dot of its file name, the rest is the extension (`
 `a/utt1.json` are sample `a/utt1`, extensions `flac` and `json`), and the members of a sample are
 adjacent. Members whose file name starts with a dot or has no extension are not part of any sample
 and are passed over, as WebDataset does (e.g. macOS `._` files and directory entries). A sample's
-audio is its one member with extension `flac`, `wav`, `mp3`, `ogg` or `opus`, in any case; its
-reference text is its `txt` member (UTF-8), else the text field of its `json` member
+audio is its one member with extension `flac`, `wav`, `mp3`, `ogg` or `opus` (libsndfile's), in
+any case, or, in a sample that has none of those, its one member with an extension only FFmpeg
+reads (`m4a`, `aac`, `mp4`, `m4b`, `mov`, `mkv`, `mka`, `webm`, `wma`): an audio-visual sample
+holding `utt.mp4` beside `utt.wav` is read from its wav. Its reference text is its `txt` member (UTF-8), else the text field of its `json` member
 (`--text_column`, else the first of `decode_items.TEXT_FIELDS`). Other members are ignored.
 
 Which members are read: regular files, and hard links, which GNU tar writes for a file archived
@@ -72,17 +74,22 @@ from wav2vec2_beam.transforms.read.decode_items import (
 from wav2vec2_beam.transforms.read.ids import escape, file_id
 from wav2vec2_beam.transforms.read.resume import SkipList
 
-#: Extensions of a sample's audio member (compared in lower case): libsndfile's formats, then
-#: those FFmpeg reads (`transforms.read.decode_ffmpeg`).
-AUDIO_EXTENSIONS = frozenset(
-    {"flac", "wav", "mp3", "ogg", "opus"}
-    | {"m4a", "aac", "mp4", "m4b", "mov", "mkv", "mka", "webm", "wma"}
-)
+#: Extensions of a sample's audio member (compared in lower case): libsndfile's formats...
+LIBSNDFILE_EXTENSIONS = frozenset({"flac", "wav", "mp3", "ogg", "opus"})
+#: ... and those only FFmpeg reads (`transforms.read.decode_ffmpeg`), the audio of a sample
+#: only when it has no member of the former.
+FFMPEG_EXTENSIONS = frozenset({"m4a", "aac", "mp4", "m4b", "mov", "mkv", "mka", "webm", "wma"})
+AUDIO_EXTENSIONS = LIBSNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 
 #: Extensions of the members that hold a sample's reference text.
 TEXT_EXTENSIONS = frozenset({"txt", "json"})
 
 _END_BLOCK = tarfile.NUL * tarfile.BLOCKSIZE
+
+
+def _extension(name: str) -> str:
+    split = split_member_name(name)
+    return split[1].lower() if split else ""
 
 
 def split_member_name(name: str) -> tuple[str, str] | None:
@@ -362,6 +369,9 @@ class _ShardReader:
                 f"some of its members may be missing; its members: {found}",
             )
             return
+        preferred = [m for m in sample.audio if _extension(m.name) in LIBSNDFILE_EXTENSIONS]
+        if preferred:
+            sample.audio = preferred  # an audio-visual sample's video is not its audio
         if len(sample.audio) != 1:
             reason = (
                 "no_audio: no audio member"

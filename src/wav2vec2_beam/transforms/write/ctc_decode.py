@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
@@ -166,11 +166,17 @@ class _DecodeCtc(beam.DoFn):
         self, item: ItemResult, pool: DecodePool, futures: list[Future]
     ) -> ItemResult | ErrorRecord:
         try:
-            decoded = [future.result() for future in futures]
+            try:
+                decoded = [future.result() for future in futures]
+            except CancelledError:  # another item's dead pool was shut down under this one
+                pool, futures = self._submit(_parts(item, CTC_LOG_PROBS))
+                decoded = [future.result() for future in futures]
         except BrokenProcessPool as error:  # a decoding process died (out of memory, killed)
             discard_pool(pool)
             return self._failed(item, f"decoding process died: {error}")
         except Exception as error:  # one item's failure is its error row
+            for future in futures:  # its other segments' searches are not needed any more
+                future.cancel()
             return self._failed(item, f"{type(error).__name__}: {error}")
         return replace(self._with_rows(item, decoded), frames=_written(item))
 

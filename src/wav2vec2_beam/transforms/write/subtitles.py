@@ -17,11 +17,13 @@ retried bundle rewrites the same files with the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import tempfile
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -91,18 +93,27 @@ WRITERS: dict[str, Callable[[ItemResult], str]] = {"srt": srt, "vtt": vtt, "ctm"
 
 
 def write_text(path: str, text: str) -> None:
-    """The whole file at once: locally through a scratch name and a rename, so a reader never
-    sees half of it; on an object store an object is visible only once whole anyway."""
+    """The whole file at once: locally through a scratch file of its own (two threads may write
+    the same name: inputs that repeat an id), synced, then renamed, so a reader never sees half
+    of it; on an object store an object is visible only once whole anyway."""
     data = text.encode("utf-8", "surrogateescape")
-    if "://" not in path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        scratch = f"{path}.{os.getpid()}.tmp"
-        with open(scratch, "wb") as handle:
+    if "://" in path:
+        with FileSystems.create(path) as handle:
             handle.write(data)
-        os.replace(scratch, path)
         return
-    with FileSystems.create(path) as handle:
-        handle.write(data)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)
+        raise
 
 
 class _WriteFiles(beam.DoFn):
@@ -110,17 +121,19 @@ class _WriteFiles(beam.DoFn):
         self._formats = tuple(formats)
         self._output_dir = output_dir
 
-    def process(self, element: ItemResult | ErrorRecord) -> None:
-        if isinstance(element, ErrorRecord) or element.transcript is None:
-            return
-        name = file_name(element.id)
-        for format_name in self._formats:
-            path = FileSystems.join(self._output_dir, format_name, f"{name}.{format_name}")
-            write_text(path, WRITERS[format_name](element))
+    def process(self, element: ItemResult | ErrorRecord) -> Iterator[ItemResult | ErrorRecord]:
+        if isinstance(element, ItemResult) and element.transcript is not None:
+            name = file_name(element.id)
+            for format_name in self._formats:
+                path = FileSystems.join(self._output_dir, format_name, f"{name}.{format_name}")
+                write_text(path, WRITERS[format_name](element))
+        yield element
 
 
 class WriteFiles(beam.PTransform):
-    """Items with their transcripts (and segments) to a file per item and format (module doc)."""
+    """Writes a file per item and format (module doc), and passes every element on to the
+    tables' writer: an item's files are on disk before its rows are committed, so a resume,
+    which skips the items the tables hold, never leaves one without its files."""
 
     def __init__(self, formats: Sequence[str], output_dir: str) -> None:
         super().__init__()
