@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from wav2vec2_beam.models.configuration import Wav2Vec2Config
 from wav2vec2_beam.pipeline.options import RunConfig, resolve_outputs
-from wav2vec2_beam.transforms.infer.batch import VOICE_SEGMENT_GROWTH, BatchAudio, ladder_for
+from wav2vec2_beam.transforms.infer.batch import BatchAudio, ladder_for
 from wav2vec2_beam.transforms.infer.model_handler import InferenceSpec, Wav2Vec2ModelHandler
 from wav2vec2_beam.transforms.infer.stitch import StitchItems
 from wav2vec2_beam.transforms.read.corpus import ITEMS_TAG, CorpusOptions, ReadCorpus
@@ -76,8 +76,7 @@ def inference_spec(
 
 def run_ladder(config: RunConfig, align_to: int) -> tuple[int, ...]:
     """The batches' lengths: the model traces and batches by the same ladder."""
-    growth = VOICE_SEGMENT_GROWTH if config.segment == "vad" else 1.0625
-    return ladder_for(config.longest_model_input_s, align_to, growth)
+    return ladder_for(config.longest_model_input_s, align_to, config.segment == "vad")
 
 
 def item_tables(config: RunConfig) -> list[str]:

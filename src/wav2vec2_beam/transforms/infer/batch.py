@@ -47,13 +47,17 @@ LADDER_MIN_S = 60.0
 VOICE_SEGMENT_GROWTH = 1.25
 
 
-def ladder_for(chunk_length_s: float, align_to: int, growth: float = 1.0625) -> tuple[int, ...]:
-    """The bucket ladder for a run: up to its longest window, multiples of the frame size.
+def ladder_for(
+    chunk_length_s: float, align_to: int, voice_segments: bool = False
+) -> tuple[int, ...]:
+    """The bucket ladder for a run: up to its longest window, multiples of the frame size
+    (`VOICE_SEGMENT_GROWTH` apart for voice segments, else `bucket_ladder`'s own steps).
 
     An unchunked item longer than the ladder is padded to its own length (models/batching.py).
     """
     longest = max(LADDER_MIN_S, chunk_length_s) * TARGET_SAMPLE_RATE
-    return tuple(bucket_ladder(math.ceil(longest), growth=growth, multiple=align_to))
+    steps = {"growth": VOICE_SEGMENT_GROWTH} if voice_segments else {}
+    return tuple(bucket_ladder(math.ceil(longest), multiple=align_to, **steps))
 
 
 def batch_capacity(bucket_length: int, batch_size: int, max_batch_samples: int) -> int:

@@ -112,6 +112,11 @@ class VoiceSegmenter:
         # Where the last emitted segment ended (samples): the next one's padding stops there.
         self._emitted_end = 0
 
+    @property
+    def received(self) -> int:
+        """Samples fed so far: the item's length once the stream has ended."""
+        return self._received
+
     def feed(self, block: np.ndarray) -> Iterator[Segment]:
         """Label the block's frames and yield the segments that are now decided."""
         if not len(block):
@@ -244,7 +249,6 @@ def segment_audio(
     held: Segment | None = None
     index = 0
     segmenter = VoiceSegmenter(max_segment_s)
-    received = 0
 
     def chunk(segment: Segment, is_last: bool) -> AudioChunk:
         return AudioChunk(
@@ -256,7 +260,7 @@ def segment_audio(
             stride_left=0,
             stride_right=0,
             sample_rate=TARGET_SAMPLE_RATE,
-            total_samples=received if is_last else None,
+            total_samples=segmenter.received if is_last else None,
             metadata=dict(metadata or {}),
             segment_start=segment.start,
         )
@@ -270,8 +274,6 @@ def segment_audio(
             held = segment
 
     for block in blocks:
-        block = np.asarray(block, dtype=np.float32)
-        received += len(block)
-        yield from decided(segmenter.feed(block))
+        yield from decided(segmenter.feed(np.asarray(block, dtype=np.float32)))
     yield from decided(segmenter.finish())
     yield chunk(held or Segment(0, np.zeros(0, np.float32)), is_last=True)
