@@ -19,12 +19,19 @@
    can tilt a ratio either way.
 5. Peak RSS of the pipeline over one 1-minute and one `--long_minutes` file.
 Prints one JSON object.
+
+`--isa avx2` runs every side as an AVX2-only CPU would (no AVX-512, no bf16) on a CPU that has
+more: TensorFlow's and PyTorch's oneDNN, PyTorch's own kernels and its MKL are capped through their
+switches (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS). ONNX Runtime has no
+such switch (MLAS picks its kernels from CPUID), so it keeps AVX-512: the comparison then favours
+it, never us.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,6 +46,16 @@ sys.path.insert(0, str(REPO / "tests"))
 from fixtures.synthetic_audio import synthetic_speech  # noqa: E402
 
 RATE = 16_000
+
+# Each library's own switch down to AVX2; set before any of them is imported (here and in the
+# processes the bench starts, which inherit the environment).
+ISA_CAPS = {
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    }
+}
 
 
 def corpus_lengths(total_s: float, seed: int = 0) -> list[float]:
@@ -247,13 +264,22 @@ def main() -> None:
         help="checkpoint for the peak-RSS runs (default: --checkpoint); the tests' tiny one "
         "measures the same streaming in a fraction of the time",
     )
+    parser.add_argument(
+        "--isa",
+        choices=sorted(ISA_CAPS),
+        help="cap TensorFlow's and PyTorch's kernels to this instruction set (ONNX Runtime "
+        "cannot be capped and keeps what the CPU has)",
+    )
     args = parser.parse_args()
+    if args.isa:
+        os.environ.update(ISA_CAPS[args.isa])
     memory_checkpoint = args.memory_checkpoint or args.checkpoint
 
     report: dict[str, object] = {
         "checkpoint": args.checkpoint,
         "memory_checkpoint": memory_checkpoint,
         "precision": args.precision,
+        "isa_cap": args.isa,
     }
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
