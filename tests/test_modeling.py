@@ -370,3 +370,26 @@ def test_inputs_the_conv_stack_cannot_take_are_refused_in_one_line(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         models_by_name["base"](values, attention_mask=mask)
+
+
+@pytest.mark.parametrize(
+    ("taps", "stride", "frames"),
+    [(3, 2, 101), (3, 2, 100), (2, 2, 64), (2, 2, 3), (3, 2, 3), (5, 2, 40), (4, 4, 17)],
+)
+def test_a_one_item_convolution_as_products_equals_tensorflows_convolution(
+    taps: int, stride: int, frames: int
+) -> None:
+    """A batch of one item goes through the conv stack's matrix-product form (faster there on
+    AVX2), every other batch through `tf.nn.conv1d`: both give the same frames, odd lengths and
+    a group of fewer taps than the stride included."""
+    import tensorflow as tf
+
+    from wav2vec2_beam.models.tf_layers import _convolved_as_products
+
+    rng = np.random.default_rng(taps * 100 + frames)
+    x = tf.constant(rng.standard_normal((1, frames, 24)), tf.float32)
+    kernel = tf.constant(rng.standard_normal((taps, 24, 16)), tf.float32)
+    expected = tf.nn.conv1d(x, kernel, stride=stride, padding="VALID").numpy()
+    got = _convolved_as_products(x, kernel, stride).numpy()
+    assert got.shape == expected.shape == (1, (frames - taps) // stride + 1, 16)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())

@@ -341,7 +341,14 @@ class ConvLayer(Layer):
         if len(x.shape) == 2:
             x = x[:, :, None]
         kernel = self._typed(self.kernel, x.dtype)
-        x = tf.nn.conv1d(x, kernel, stride=self.stride, padding="VALID")
+        if kernel.shape[1] == 1:
+            x = tf.nn.conv1d(x, kernel, stride=self.stride, padding="VALID")
+        else:
+            x = tf.cond(
+                tf.shape(x)[0] == 1,
+                lambda: _convolved_as_products(x, kernel, self.stride),
+                lambda: tf.nn.conv1d(x, kernel, stride=self.stride, padding="VALID"),
+            )
         if self.bias is not None:
             x = x + self._typed(self.bias, x.dtype)
         if self.norm == "layer":
@@ -382,6 +389,33 @@ class ConvLayer(Layer):
         shift = tf.cast(self.norm_bias, tf.float64) - tf.matmul(mean, kernel)[:, 0] * scale
         item_kernels = tf.cast(kernel[None] * scale[:, None, :], tf.float32)  # (B, k, C)
         return tf.matmul(frames, item_kernels) + tf.cast(shift, tf.float32)[:, None, :]
+
+
+def _convolved_as_products(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
+    """`tf.nn.conv1d(x, kernel, stride, "VALID")` as matrix products over all frames at once.
+
+    For a batch of one item: there oneDNN's AVX2 convolution (im2col and a GEMM per item) keeps
+    one of two cores idle for much of the time, and the feature encoder took 1.6x its per-item
+    time in a batch of two (0.46 against 0.29 s per 10 s of base, AMD EPYC capped to AVX2; the
+    encoder's layers cost the same either way). As products, each group of `stride` taps reads
+    consecutive frames side by side (a reshape, no copy); a group with fewer taps takes each tap's
+    frames with a strided slice. The 3-tap, stride-2 layers ran 1.47x faster so (AVX-512: 1.16x).
+    """
+    taps_total, d_in, d_out = kernel.shape
+    rows = tf.shape(x)[0]
+    count = tf.maximum((tf.shape(x)[1] - taps_total) // stride + 1, 0)
+    pieces: list[tuple[tf.Tensor, tf.Tensor]] = []
+    for first in range(0, taps_total, stride):
+        taps = min(stride, taps_total - first)
+        if taps == stride:
+            frames = tf.reshape(x[:, first : first + stride * count], [-1, stride * d_in])
+            pieces.append((frames, tf.reshape(kernel[first : first + stride], [-1, d_out])))
+        else:
+            for tap in range(first, first + taps):
+                frames = x[:, tap : tap + stride * (count - 1) + 1 : stride]
+                pieces.append((tf.reshape(frames, [-1, d_in]), kernel[tap]))
+    total = tf.add_n([tf.matmul(frames, weights) for frames, weights in pieces])
+    return tf.reshape(total, [rows, count, d_out])
 
 
 def _layer_norm(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable, eps: float) -> tf.Tensor:
