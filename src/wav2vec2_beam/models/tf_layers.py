@@ -397,9 +397,10 @@ def _convolved_as_products(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.T
     For a batch of one item: there oneDNN's AVX2 convolution (im2col and a GEMM per item) keeps
     one of two cores idle for much of the time, and the feature encoder took 1.6x its per-item
     time in a batch of two (0.46 against 0.29 s per 10 s of base, AMD EPYC capped to AVX2; the
-    encoder's layers cost the same either way). As products, each group of `stride` taps reads
-    consecutive frames side by side (a reshape, no copy); a group with fewer taps takes each tap's
-    frames with a strided slice. The 3-tap, stride-2 layers ran 1.47x faster so (AVX-512: 1.16x).
+    transformer layers cost the same either way). As products, each group of `stride` taps reads
+    consecutive frames side by side (a reshape of the frames it spans); a group with fewer taps
+    takes each tap's frames with a strided slice. The 3-tap, stride-2 layers ran 1.47x faster so
+    (AVX-512: 1.16x).
     """
     taps_total, d_in, d_out = kernel.shape
     rows = tf.shape(x)[0]
