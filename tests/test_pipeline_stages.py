@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +43,13 @@ from wav2vec2_beam.transforms.records import (
     ItemResult,
 )
 from wav2vec2_beam.transforms.write.ctc_decode import decode_ctc
-from wav2vec2_beam.transforms.write.progress import read_progress, record_progress
+from wav2vec2_beam.transforms.write.progress import (
+    halt_commits,
+    items_on_disk,
+    read_progress,
+    record_progress,
+    recorded_commit,
+)
 from wav2vec2_beam.transforms.write.tables import (
     classifications_table,
     codes_table,
@@ -367,6 +374,48 @@ def test_progress_files_add_up_per_run(tmp_path: Path) -> None:
     record_progress(None, files_inferred=100)
     assert read_progress(str(run_a)) == {"files_inferred": 3, "audio_s": 30.0, "batches": 1}
     assert read_progress(str(run_b)) == {"files_inferred": 5}
+
+
+def test_items_on_disk_counts_a_cut_stopped_between_publishing_and_recording(
+    tmp_path: Path,
+) -> None:
+    run = str(tmp_path / "progress")
+    Path(run).mkdir()
+    published, unpublished = tmp_path / "transcripts-1.parquet", tmp_path / "errors-1.parquet"
+    with recorded_commit(run, {str(tmp_path / "transcripts-0.parquet"): 4}) as admitted:
+        assert admitted  # a whole commit: recorded
+    # the signal comes after one file's rename
+    with (
+        pytest.raises(KeyboardInterrupt),
+        recorded_commit(run, {str(published): 3, str(unpublished): 2}),
+    ):
+        published.write_bytes(b"")
+        raise KeyboardInterrupt
+    assert read_progress(run)["items_written"] == 4  # the live count: what was recorded
+    assert items_on_disk(run) == 4 + 3  # the file that exists counts, the other does not
+
+
+def test_halted_commits_wait_for_the_one_under_way_and_admit_no_more(tmp_path: Path) -> None:
+    run = str(tmp_path)
+    inside, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with recorded_commit(run, {str(tmp_path / "a.parquet"): 5}) as admitted:
+            assert admitted
+            inside.set()
+            release.wait(10)
+            (tmp_path / "a.parquet").write_bytes(b"")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    inside.wait(10)
+    threading.Timer(0.3, release.set).start()
+    halt_commits(run)  # returns only once the writer's commit is recorded
+    assert read_progress(run)["items_written"] == 5
+    with recorded_commit(run, {str(tmp_path / "b.parquet"): 1}) as admitted:
+        assert not admitted
+    thread.join()
+    assert items_on_disk(run) == 5
 
 
 def test_a_progress_line_has_the_percentage_and_the_time_left(tmp_path: Path) -> None:

@@ -89,7 +89,8 @@ from wav2vec2_beam.transforms.write.progress import (
     LOGGER,
     counters,
     failures_line,
-    read_progress,
+    halt_commits,
+    items_on_disk,
     summarize,
     summary_line,
 )
@@ -398,7 +399,11 @@ def run_built(
         else:
             result = run_locally(pipeline, progress_dir, census, start, config.verbose)
     except Interrupted as stop:
-        on_disk = int(read_progress(progress_dir).get("items_written", 0)) if progress_dir else 0
+        on_disk = 0
+        if progress_dir is not None:  # counted once no writer can commit any more
+            halt_commits(progress_dir)
+            stop_children()
+            on_disk = items_on_disk(progress_dir)
         stop.message = (
             f"interrupted: {on_disk} items are on disk in {config.output_dir} (run {run_id}); "
             "run the same command with --skip_existing to go on from there"

@@ -14,18 +14,27 @@ stages also add their counts to a per-process JSON file in a local progress fold
 on the DirectRunner). The folder exists only on the launcher's machine, so the launcher passes it
 only to DirectRunner pipelines; on Dataflow the counters appear live in the job's monitoring page
 instead.
+
+After an interruption the launcher says how many items are on disk (`items_on_disk`), which has
+to be exact although a signal can stop a writer between publishing a piece and recording it. So
+a writer declares, before it writes a cut, the files that prove its items on disk and how many
+each proves (`recorded_commit`), and records the count once they are published: a declared file
+that exists counts, one that does not, does not. `halt_commits` lets no writer in
+the launcher's own process start a commit after the count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from wav2vec2_beam.transforms.records import TARGET_SAMPLE_RATE
@@ -37,8 +46,16 @@ FAILED_PREFIX = "failed:"
 
 LOGGER = logging.getLogger("wav2vec2")
 
-_lock = threading.Lock()
+#: Seconds `halt_commits` waits for the commits under way in this process to finish.
+COMMIT_GRACE_S = 30.0
+
+_changes = threading.Condition()
 _totals: dict[str, dict[str, float]] = {}
+#: Per progress folder: the files of the cuts being committed, and the items each proves.
+_pending: dict[str, dict[str, int]] = {}
+_in_flight: dict[str, int] = {}
+#: The progress folders of the runs whose writers in this process may commit no more.
+_halted: set[str] = set()
 
 
 def record_progress(progress_dir: str | None, **increments: float) -> None:
@@ -49,30 +66,100 @@ def record_progress(progress_dir: str | None, **increments: float) -> None:
     """
     if progress_dir is None:
         return
-    with _lock:
-        totals = _totals.setdefault(progress_dir, {})
-        for name, value in increments.items():
-            totals[name] = totals.get(name, 0.0) + value
-        path = Path(progress_dir, f"{os.getpid()}.json")
-        scratch = path.with_suffix(".tmp")
+    with _changes:
+        _add(progress_dir, increments)
+        _save(progress_dir)
+
+
+def _add(progress_dir: str, increments: Mapping[str, float]) -> None:
+    totals = _totals.setdefault(progress_dir, {})
+    for name, value in increments.items():
+        totals[name] = totals.get(name, 0.0) + value
+
+
+def _save(progress_dir: str) -> None:
+    """This process's file: one atomic replace, so that a reader (or a kill) sees each state
+    whole, the totals and the pieces being committed together."""
+    path = Path(progress_dir, f"{os.getpid()}.json")
+    scratch = path.with_suffix(".tmp")
+    state = {"totals": _totals.get(progress_dir, {}), "pending": _pending.get(progress_dir, {})}
+    try:
+        scratch.write_text(json.dumps(state))
+        os.replace(scratch, path)
+    except OSError:  # the launcher removed the folder: the run is over
+        pass
+
+
+@contextlib.contextmanager
+def recorded_commit(progress_dir: str | None, proofs: Mapping[str, int]) -> Iterator[bool]:
+    """Around the writing and publishing of one cut of pieces, where each file of `proofs`, once
+    published, proves its number of items on disk. Yields False, and nothing is to be written,
+    once `halt_commits` was called for `progress_dir` in this process. A commit that ends in an
+    exception stays declared: which of its files exist decides what counts (module doc). Without
+    a progress folder (a remote runner) there is nothing to record."""
+    if progress_dir is None:
+        yield True
+        return
+    with _changes:
+        admitted = progress_dir not in _halted
+        if admitted:
+            _in_flight[progress_dir] = _in_flight.get(progress_dir, 0) + 1
+            _pending.setdefault(progress_dir, {}).update(proofs)
+            _save(progress_dir)
+    if not admitted:
+        yield False
+        return
+    try:
+        yield True
+        with _changes:
+            for path in proofs:
+                _pending[progress_dir].pop(path, None)
+            _add(progress_dir, {"items_written": sum(proofs.values())})
+            _save(progress_dir)
+    finally:
+        with _changes:
+            _in_flight[progress_dir] -= 1
+            _changes.notify_all()
+
+
+def halt_commits(progress_dir: str, grace_s: float = COMMIT_GRACE_S) -> None:
+    """From now on no writer of the run that owns `progress_dir` starts a commit in this
+    process; returns once the commits under way have ended (or after `grace_s`), so that
+    `items_on_disk` is not overtaken by one."""
+    with _changes:
+        _halted.add(progress_dir)
+        _changes.wait_for(lambda: _in_flight.get(progress_dir, 0) == 0, timeout=grace_s)
+
+
+def _states(progress_dir: str) -> Iterator[dict[str, Any]]:
+    """Every process's last saved state in `progress_dir`."""
+    for path in Path(progress_dir).glob("*.json"):
         try:
-            scratch.write_text(json.dumps(totals))
-            os.replace(scratch, path)
-        except OSError:  # the launcher removed the folder: the run is over
-            pass
+            yield json.loads(path.read_text())
+        except (OSError, ValueError):  # being replaced right now; next line will have it
+            continue
 
 
 def read_progress(progress_dir: str) -> dict[str, float]:
     """Sum of every process's totals in `progress_dir`."""
     summed: dict[str, float] = {}
-    for path in Path(progress_dir).glob("*.json"):
-        try:
-            totals = json.loads(path.read_text())
-        except (OSError, ValueError):  # being replaced right now; next line will have it
-            continue
-        for name, value in totals.items():
+    for state in _states(progress_dir):
+        for name, value in state["totals"].items():
             summed[name] = summed.get(name, 0.0) + value
     return summed
+
+
+def items_on_disk(progress_dir: str) -> int:
+    """The items the run's writers committed, exactly, once every writer has stopped: those
+    recorded, and those of each file a writer declared and was stopped before recording, if the
+    file exists."""
+    total = 0.0
+    for state in _states(progress_dir):
+        total += state["totals"].get("items_written", 0)
+        for path, items in state["pending"].items():
+            if FileSystems.exists(path):
+                total += items
+    return int(total)
 
 
 def counters(result: Any) -> dict[str, int]:

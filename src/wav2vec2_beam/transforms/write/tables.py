@@ -81,6 +81,7 @@ from wav2vec2_beam.transforms.write.progress import (
     FAILED_PREFIX,
     METRICS_NAMESPACE,
     record_progress,
+    recorded_commit,
 )
 
 FEATURE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
@@ -435,6 +436,7 @@ class _WritePieces(beam.DoFn):
             self._remove_failed_attempt()
         if isinstance(element, ErrorRecord):
             tables = ["errors"]
+            self._failures += 1
             self._failed.inc()
             Metrics.counter(METRICS_NAMESPACE, FAILED_PREFIX + element.reason).inc()
             record_progress(self._progress_dir, files_failed=1)
@@ -466,6 +468,7 @@ class _WritePieces(beam.DoFn):
         self._rows: dict[str, list[Any]] = {name: [] for name in self._tables}
         self._bytes = 0
         self._count = 0
+        self._failures = 0
         self._oldest: float | None = None
 
     def _path(self, table: str) -> str:
@@ -497,16 +500,25 @@ class _WritePieces(beam.DoFn):
             for name in order
             if self._rows[name]
         }
-        written = [
-            write_piece(table, self._path(name))
-            for name, table in tables.items()
-            if table.num_rows  # items without speech have no segments: no empty piece
-        ]
-        for publish in written:
-            publish()
-        self._pieces.inc(len(written))
-        self._items.inc(self._count)
-        record_progress(self._progress_dir, items_written=self._count)
+        # items without speech have no segments: no empty piece
+        paths = {name: self._path(name) for name, table in tables.items() if table.num_rows}
+        # The file whose presence proves each group of items on disk: the first item table's
+        # piece, published after the other item tables', and the errors piece. (The writer of
+        # the readers' error rows has no item tables.)
+        groups = {"errors": self._failures}
+        if self._item_tables:
+            groups[self._item_tables[0]] = self._count - self._failures
+        proofs = {paths[name]: items for name, items in groups.items() if items and name in paths}
+        with recorded_commit(self._progress_dir, proofs) as admitted:
+            if admitted:
+                written = [write_piece(tables[name], path) for name, path in paths.items()]
+                for publish in written:
+                    publish()
+                self._pieces.inc(len(written))
+                self._items.inc(self._count)
+                # items without a row to prove them (a resumed item's rows were all there)
+                if unproven := self._count - sum(proofs.values()):
+                    record_progress(self._progress_dir, items_written=unproven)
         self._sequence += 1
         self._clear()
 
