@@ -314,6 +314,30 @@ def test_io_errors_are_not_mistaken_for_the_end_of_the_file(
     assert "ConnectionError: connection reset by peer" in str(caught.value)
 
 
+class _InterruptedFile(io.BytesIO):
+    """A file object whose read is where a signal's exception lands (the launcher's handler
+    raises one in whatever the main thread runs, here a libsndfile callback)."""
+
+    def __init__(self, data: bytes, interrupt_after: int) -> None:
+        super().__init__(data)
+        self._interrupt_after = interrupt_after
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() >= self._interrupt_after:
+            raise KeyboardInterrupt
+        return super().read(size)
+
+
+@pytest.mark.parametrize("interrupt_after", [0, 5_000, 600_000])
+def test_a_signal_in_soundfiles_callback_stops_the_decoder(
+    tmp_path: pathlib.Path, interrupt_after: int
+) -> None:
+    """Not an error row, and not a short file: the exception itself, so that the run stops."""
+    path = _write(tmp_path / "x.wav", _sine(16_000, 60.0), 16_000, "WAV", "PCM_16")
+    with pytest.raises(KeyboardInterrupt):
+        decode_audio(_InterruptedFile(path.read_bytes(), interrupt_after), block_s=1.0)
+
+
 # --- memory --------------------------------------------------------------------------------------
 
 

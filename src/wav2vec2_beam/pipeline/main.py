@@ -463,6 +463,11 @@ def run_locally(
                     raise
                 silence()
                 raise stop from error
+            # A signal's exception raised inside a C library's callback can be swallowed there
+            # (printed, and the run goes on): the run was still asked to stop.
+            if (stop := interruption()) is not None:
+                silence()
+                raise stop
         return result
     finally:
         terminal.close()

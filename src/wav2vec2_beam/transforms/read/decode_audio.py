@@ -128,7 +128,9 @@ class _GuardedFile(io.RawIOBase):
     soundfile reads file objects through cffi callbacks; an exception raised there is printed and
     turned into a 0-byte read, which libsndfile sees as end of file, so a network or disk error
     would look like a (valid or truncated) short file. The wrapper records the first error and the
-    decoder raises it after each libsndfile call.
+    decoder raises it after each libsndfile call. That includes what is not an error of the file:
+    a signal's exception (Ctrl-C, the launcher's SIGTERM) raised while libsndfile was in a
+    callback would otherwise be swallowed, and the run would go on as if never interrupted.
     """
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -145,34 +147,36 @@ class _GuardedFile(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         # libsndfile takes a short read for end of file, so fill the buffer unless the data ends.
         filled = 0
-        while filled < len(buffer):
-            try:
+        try:
+            while filled < len(buffer):
                 data = self._raw.read(len(buffer) - filled)
-            except Exception as error:
-                self.error = self.error or error
-                break
-            if not data:
-                break
-            buffer[filled : filled + len(data)] = data
-            filled += len(data)
+                if not data:
+                    break
+                buffer[filled : filled + len(data)] = data
+                filled += len(data)
+        except BaseException as error:
+            self.error = self.error or error
         return filled
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         try:
             return self._raw.seek(offset, whence)
-        except Exception as error:
+        except BaseException as error:
             self.error = self.error or error
             return -1
 
     def tell(self) -> int:
         try:
             return self._raw.tell()
-        except Exception as error:
+        except BaseException as error:
             self.error = self.error or error
             return -1
 
     def raise_error(self) -> None:
-        """Raise the recorded I/O error, if any, as a read-stage `AudioDecodeError`."""
+        """Raise the recorded I/O error, if any, as a read-stage `AudioDecodeError`; a signal's
+        exception (not an `Exception`) as it is."""
+        if self.error is not None and not isinstance(self.error, Exception):
+            raise self.error
         if self.error is not None:
             raise AudioDecodeError(
                 "read", "io_error", f"{type(self.error).__name__}: {self.error}"
