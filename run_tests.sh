@@ -14,4 +14,7 @@ if ! dpkg -s pocketsphinx-testdata espeak-ng >/dev/null 2>&1; then
 fi
 
 ./setup.sh test
-exec .venv/bin/python -m pytest -q "$@"
+# One worker per core, at most 4 (each imports TensorFlow and runs its own pipelines); a test
+# file's tests stay on one worker, so its module fixtures (an emulated bucket, a shared run) are
+# made once.
+exec .venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile "$@"
