@@ -373,6 +373,31 @@ def test_inputs_the_conv_stack_cannot_take_are_refused_in_one_line(
 
 
 @pytest.mark.parametrize(
+    "cap, flags, expected",
+    [
+        ("", {"avx2", "fma"}, True),  # an AVX2-only CPU
+        ("", {"avx2", "avx512f", "avx512_bf16"}, False),  # AVX-512: oneDNN's convolution
+        ("AVX2", {"avx2", "avx512f"}, True),  # capped to AVX2
+        ("avx512_core", {"avx2", "avx512f"}, False),
+        ("SSE41", {"avx2"}, False),  # not measured: as before
+        ("", set(), False),  # flags unknown (not Linux)
+    ],
+)
+def test_one_item_products_only_where_oneDNN_runs_avx2(
+    monkeypatch: pytest.MonkeyPatch, cap: str, flags: set[str], expected: bool
+) -> None:
+    from wav2vec2_beam.models import tf_layers
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.setattr(tf_layers, "_cpu_flags", lambda: frozenset(flags))
+    tf_layers._one_item_products_pay.cache_clear()
+    try:
+        assert tf_layers._one_item_products_pay() is expected
+    finally:
+        tf_layers._one_item_products_pay.cache_clear()
+
+
+@pytest.mark.parametrize(
     ("taps", "stride", "frames"),
     [(3, 2, 101), (3, 2, 100), (2, 2, 64), (2, 2, 3), (3, 2, 3), (5, 2, 40), (4, 4, 17)],
 )

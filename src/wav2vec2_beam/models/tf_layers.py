@@ -23,9 +23,12 @@ architectures; without a mask the computation is exactly the reference's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -341,7 +344,7 @@ class ConvLayer(Layer):
         if len(x.shape) == 2:
             x = x[:, :, None]
         kernel = self._typed(self.kernel, x.dtype)
-        if kernel.shape[1] == 1:
+        if kernel.shape[1] == 1 or x.dtype != tf.float32 or not _one_item_products_pay():
             x = tf.nn.conv1d(x, kernel, stride=self.stride, padding="VALID")
         else:
             x = tf.cond(
@@ -391,16 +394,42 @@ class ConvLayer(Layer):
         return tf.matmul(frames, item_kernels) + tf.cast(shift, tf.float32)[:, None, :]
 
 
+@functools.cache
+def _one_item_products_pay() -> bool:
+    """Whether a one-item float32 batch runs its multi-channel convolutions as products: only
+    where oneDNN runs AVX2 kernels (an AVX2-only CPU, or one capped with ONEDNN_MAX_CPU_ISA) and
+    no GPU takes the work. With AVX-512 oneDNN's own convolution was as fast or faster (one item
+    of 10 s, 3 taps: 16.9 ms against 19.5 as products in float32, 7.1 against 12.1 in bfloat16;
+    2 vCPUs of a Zen 4), and elsewhere nothing was measured, so the graph stays as it was."""
+    if tf.config.list_logical_devices("GPU"):
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap not in ("", "ALL", "DEFAULT"):
+        return cap.startswith("AVX2")
+    flags = _cpu_flags()
+    return "avx2" in flags and "avx512f" not in flags
+
+
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags as Linux lists them (none elsewhere: not measured)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
 def _convolved_as_products(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
     """`tf.nn.conv1d(x, kernel, stride, "VALID")` as matrix products over all frames at once.
 
-    For a batch of one item: there oneDNN's AVX2 convolution (im2col and a GEMM per item) keeps
-    one of two cores idle for much of the time, and the feature encoder took 1.6x its per-item
-    time in a batch of two (0.46 against 0.29 s per 10 s of base, AMD EPYC capped to AVX2; the
-    transformer layers cost the same either way). As products, each group of `stride` taps reads
-    consecutive frames side by side (a reshape of the frames it spans); a group with fewer taps
-    takes each tap's frames with a strided slice. The 3-tap, stride-2 layers ran 1.47x faster so
-    (AVX-512: 1.16x).
+    For a batch of one item on an AVX2 CPU (`_one_item_products_pay`): there oneDNN's AVX2
+    convolution (im2col and a GEMM per item) keeps one of two cores idle for much of the time,
+    and the feature encoder took 1.6x its per-item time in a batch of two (0.46 against 0.29 s
+    per 10 s of base, AMD EPYC capped to AVX2; the transformer layers cost the same either way).
+    As products, each group of `stride` taps reads consecutive frames side by side (a reshape of
+    the frames it spans); a group with fewer taps takes each tap's frames with a strided slice.
+    The 3-tap, stride-2 layers ran 1.47x faster so.
     """
     taps_total, d_in, d_out = kernel.shape
     rows = tf.shape(x)[0]
