@@ -398,9 +398,11 @@ class ConvLayer(Layer):
 def _one_item_products_pay() -> bool:
     """Whether a one-item float32 batch runs its multi-channel convolutions as products: only
     where oneDNN runs AVX2 kernels (an AVX2-only CPU, or one capped with ONEDNN_MAX_CPU_ISA) and
-    no GPU takes the work. With AVX-512 oneDNN's own convolution was as fast or faster (one item
-    of 10 s, 3 taps: 16.9 ms against 19.5 as products in float32, 7.1 against 12.1 in bfloat16;
-    2 vCPUs of a Zen 4), and elsewhere nothing was measured, so the graph stays as it was."""
+    no GPU takes the work. With AVX-512 oneDNN's own convolution was faster over base's stack (one
+    item of 10 s, 2 vCPUs of a Zen 4: the four 3-tap layers 16.9 ms each against 19.5 as products
+    in float32, 7.1 against 12.1 in bfloat16; only the two 2-tap layers in float32 were faster as
+    products, 9.8 against 12.1 ms), and elsewhere nothing was measured, so the graph stays as it
+    was."""
     if tf.config.list_logical_devices("GPU"):
         return False
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
