@@ -382,12 +382,12 @@ def test_items_on_disk_counts_a_cut_stopped_between_publishing_and_recording(
     run = str(tmp_path / "progress")
     Path(run).mkdir()
     published, unpublished = tmp_path / "transcripts-1.parquet", tmp_path / "errors-1.parquet"
-    with recorded_commit(run, {str(tmp_path / "transcripts-0.parquet"): 4}) as admitted:
+    with recorded_commit(run, {str(tmp_path / "transcripts-0.parquet"): 4}, 4) as admitted:
         assert admitted  # a whole commit: recorded
     # the signal comes after one file's rename
     with (
         pytest.raises(KeyboardInterrupt),
-        recorded_commit(run, {str(published): 3, str(unpublished): 2}),
+        recorded_commit(run, {str(published): 3, str(unpublished): 2}, 5),
     ):
         published.write_bytes(b"")
         raise KeyboardInterrupt
@@ -400,7 +400,7 @@ def test_halted_commits_wait_for_the_one_under_way_and_admit_no_more(tmp_path: P
     inside, release = threading.Event(), threading.Event()
 
     def writer() -> None:
-        with recorded_commit(run, {str(tmp_path / "a.parquet"): 5}) as admitted:
+        with recorded_commit(run, {str(tmp_path / "a.parquet"): 5}, 5) as admitted:
             assert admitted
             inside.set()
             release.wait(10)
@@ -412,7 +412,7 @@ def test_halted_commits_wait_for_the_one_under_way_and_admit_no_more(tmp_path: P
     threading.Timer(0.3, release.set).start()
     halt_commits(run)  # returns only once the writer's commit is recorded
     assert read_progress(run)["items_written"] == 5
-    with recorded_commit(run, {str(tmp_path / "b.parquet"): 1}) as admitted:
+    with recorded_commit(run, {str(tmp_path / "b.parquet"): 1}, 1) as admitted:
         assert not admitted
     thread.join()
     assert items_on_disk(run) == 5

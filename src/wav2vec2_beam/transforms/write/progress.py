@@ -91,9 +91,12 @@ def _save(progress_dir: str) -> None:
 
 
 @contextlib.contextmanager
-def recorded_commit(progress_dir: str | None, proofs: Mapping[str, int]) -> Iterator[bool]:
-    """Around the writing and publishing of one cut of pieces, where each file of `proofs`, once
-    published, proves its number of items on disk. Yields False, and nothing is to be written,
+def recorded_commit(
+    progress_dir: str | None, proofs: Mapping[str, int], items: int
+) -> Iterator[bool]:
+    """Around the writing and publishing of one cut of `items` items, where each file of
+    `proofs`, once published, proves its number of them on disk (an item with no new row, its
+    rows all there from a resumed run, is in none). Yields False, and nothing is to be written,
     once `halt_commits` was called for `progress_dir` in this process. A commit that ends in an
     exception stays declared: which of its files exist decides what counts (module doc). Without
     a progress folder (a remote runner) there is nothing to record."""
@@ -114,7 +117,7 @@ def recorded_commit(progress_dir: str | None, proofs: Mapping[str, int]) -> Iter
         with _changes:
             for path in proofs:
                 _pending[progress_dir].pop(path, None)
-            _add(progress_dir, {"items_written": sum(proofs.values())})
+            _add(progress_dir, {"items_written": items})
             _save(progress_dir)
     finally:
         with _changes:

@@ -509,16 +509,13 @@ class _WritePieces(beam.DoFn):
         if self._item_tables:
             groups[self._item_tables[0]] = self._count - self._failures
         proofs = {paths[name]: items for name, items in groups.items() if items and name in paths}
-        with recorded_commit(self._progress_dir, proofs) as admitted:
+        with recorded_commit(self._progress_dir, proofs, self._count) as admitted:
             if admitted:
                 written = [write_piece(tables[name], path) for name, path in paths.items()]
                 for publish in written:
                     publish()
                 self._pieces.inc(len(written))
                 self._items.inc(self._count)
-                # items without a row to prove them (a resumed item's rows were all there)
-                if unproven := self._count - sum(proofs.values()):
-                    record_progress(self._progress_dir, items_written=unproven)
         self._sequence += 1
         self._clear()
 
