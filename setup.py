@@ -100,5 +100,5 @@ setup(
     },
     install_requires=INSTALL_REQUIRES,
     extras_require={"jax": JAX, "test": TEST},
-    entry_points={"console_scripts": ["wav2vec2-beam = wav2vec2_beam.pipeline.main:cli"]},
+    entry_points={"console_scripts": ["wav2vec2-beam = wav2vec2_beam.__main__:cli"]},
 )

@@ -482,3 +482,56 @@ def test_jax_programs_compiled_once_are_loaded_by_the_next_run(tmp_path: Path) -
     assert programs[0]  # the first run kept its programs...
     assert programs[1] == programs[0]  # ...and the second compiled none anew
     assert sorted(tables[1], key=str) == sorted(tables[0], key=str) and len(tables[0]) == 4
+
+
+_GC_PROBE = """
+import gc, json, sys, weakref
+import wav2vec2_beam.pipeline.main as main
+
+class Cycle:
+    pass
+
+seen = {}
+load = main.load_checked_model
+
+def probed_load(config):
+    seen["loading"] = gc.isenabled()
+    litter = Cycle()
+    litter.itself = litter  # garbage only the cyclic collector frees
+    seen["litter"] = weakref.ref(litter)
+    return load(config)
+
+def probed_run_job(*args):
+    seen.update(
+        running=gc.isenabled(), litter=seen["litter"]() is not None, frozen=gc.get_freeze_count()
+    )
+    print(json.dumps(seen))
+    return 0
+
+main.load_checked_model, main.run_job = probed_load, probed_run_job
+from wav2vec2_beam.__main__ import cli
+cli()
+"""
+
+
+def test_the_command_starts_without_the_garbage_collector_and_runs_with_it(tmp_path: Path) -> None:
+    """The console script's entry (`wav2vec2_beam.__main__.cli`) loads the model with the cyclic
+    collector off; the run starts with it on, the start-up's cyclic garbage freed and the
+    survivors frozen."""
+    done = run(
+        [
+            sys.executable,
+            "-c",
+            _GC_PROBE,
+            "--model_dir",
+            str(MODEL_DIR),
+            "--input",
+            str(HELDOUT[0]),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["loading"] is False
+    assert seen["running"] is True and seen["litter"] is False and seen["frozen"] > 100_000

@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import gc
+
+    gc.disable()  # as `python -m wav2vec2_beam` starts (wav2vec2_beam/__main__.py)
     from wav2vec2_beam.pipeline.main import exit_now
 
     exit_now(main())

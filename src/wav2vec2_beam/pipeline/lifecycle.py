@@ -10,11 +10,14 @@
   progress bar, and the start-up notices that TensorFlow and Beam print in every worker process
   are dropped unless `--verbose`. After an interruption nothing more is shown: the processes
   being stopped would print their tracebacks there.
+- The command starts with the cyclic garbage collector off (`wav2vec2_beam/__main__.py`);
+  `collect_start_up_garbage` turns it back on once the model is loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -41,6 +44,19 @@ class Interrupted(BaseException):
 
 #: The signal received in the current `stop_on_signals` block, if any.
 _received: list[int] = []
+
+
+def collect_start_up_garbage() -> None:
+    """End a start-up run without the garbage collector: one collection, then the survivors (the
+    modules, the model) frozen out of the run's collections, then the collector on again.
+
+    A no-op where the collector is on (the start-up did not turn it off: `main` called in-process).
+    """
+    if gc.isenabled():
+        return
+    gc.collect()
+    gc.freeze()
+    gc.enable()
 
 
 def interruption() -> Interrupted | None:
