@@ -16,7 +16,8 @@
    ONNX as optimum does, fp32 and int8 (dynamic quantization), in the same groups.
    With `--repeats N`, steps 2-4 run N times in turn and the report gives the medians (and every
    run's figure): on a shared machine whose speed drifts by 5-10% between minutes, one pass each
-   can tilt a ratio either way.
+   can tilt a ratio either way. It also gives each peer's ratio taken within each repeat (the
+   pipeline and the peer minutes apart) and the median of those (`paired_process_over_*`).
 5. Peak RSS of the pipeline over one 1-minute and one `--long_minutes` file.
 Prints one JSON object.
 
@@ -328,6 +329,15 @@ def main() -> None:
             report[f"pipeline_process_over_{name}"] = median["process"] / median[name]
         if args.repeats > 1:
             report["repeats"] = {key: values for key, values in runs.items() if values}
+            # The same ratio taken within each repeat, where both sides ran minutes apart, then
+            # its median: a slow phase of a shared machine then tilts one pair, not a median.
+            for name in ("peer", *onnx):
+                if runs[name]:
+                    paired = np.array(runs["process"]) / np.array(runs[name])
+                    report[f"paired_process_over_{name}"] = {
+                        "median": float(np.median(paired)),
+                        "runs": paired.tolist(),
+                    }
         if args.no_memory:
             print(json.dumps(report, indent=2))
             return
