@@ -200,7 +200,7 @@ def onnx_model_speed(python: str, model: Path, paths: list[Path], batch_size: in
 
 _MEASURED = """
 import atexit
-from wav2vec2_beam.pipeline.main import cli
+from wav2vec2_beam.__main__ import cli  # as `python -m wav2vec2_beam` starts
 # VmHWM, not ru_maxrss: the latter starts from the parent's peak when forked. Read at exit, as
 # `python -m wav2vec2_beam` ends (cli: its exit handlers, then no interpreter teardown).
 atexit.register(lambda: print("maxrss_kb", int([
