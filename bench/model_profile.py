@@ -45,7 +45,7 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
 
     import tensorflow as tf
 
-    from wav2vec2_beam.models.modeling_wav2vec2 import _activation, _fusable_activation
+    from wav2vec2_beam.models.tf_layers import _activation, _fusable_activation
 
     model = load_model(checkpoint)
     config = model.config
