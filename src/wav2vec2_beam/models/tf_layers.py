@@ -565,13 +565,20 @@ class Attention(Layer):
             return tf.transpose(split, [0, 2, 1, 3])
 
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
-        # Batched matmuls rather than einsum: TF's CPU einsum has no fast bfloat16 kernel. The
-        # product, its scale and the key bias are written as the pattern Grappler's remapper
+        scale = tf.constant(self.head_dim**-0.5, x.dtype)
+        # Batched matmuls rather than einsum: TF's CPU einsum has no fast bfloat16 kernel. With
+        # a key bias, the product, its scale and the bias are the pattern Grappler's remapper
         # fuses into one oneDNN kernel, in the compute type (as PyTorch's bf16 autocast, the
-        # scores are rounded to bfloat16; softmax computes in float32 inside its kernel).
-        scores = tf.matmul(q, k, transpose_b=True) * tf.constant(self.head_dim**-0.5, x.dtype)
-        if key_bias is not None:
-            scores = scores + tf.cast(key_bias, x.dtype)  # -1e9 stays finite in bfloat16
+        # scores are rounded to bfloat16; softmax computes in float32 inside its kernel). The
+        # remapper fuses no product followed by a scale alone, and that scale is a pass over
+        # the (B, heads, T, T) scores, so without a bias the queries are scaled instead: one
+        # 64th of the elements for a head of 64 (whose 1/8 is exact either way). Measured on a
+        # Zen 4 CPU, base, 2 x 30 s, one layer's scores, softmax and context: 76 -> 67 ms in
+        # bfloat16; 8 x 10 s: 35 -> 31 ms in bfloat16, 57 -> 52 ms in float32.
+        if key_bias is None:
+            scores = tf.matmul(q * scale, k, transpose_b=True)
+        else:  # -1e9 stays finite in bfloat16
+            scores = tf.matmul(q, k, transpose_b=True) * scale + tf.cast(key_bias, x.dtype)
         probabilities = tf.nn.softmax(scores, axis=-1)
         weights = probabilities
         if training and self.dropout > 0:
