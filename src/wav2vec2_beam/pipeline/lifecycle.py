@@ -11,7 +11,7 @@
   are dropped unless `--verbose`. After an interruption nothing more is shown: the processes
   being stopped would print their tracebacks there.
 - The command starts with the cyclic garbage collector off (`wav2vec2_beam/__main__.py`);
-  `collect_start_up_garbage` turns it back on once the model is loaded.
+  `freeze_start_up_objects` turns it back on once the model is loaded.
 """
 
 from __future__ import annotations
@@ -46,15 +46,18 @@ class Interrupted(BaseException):
 _received: list[int] = []
 
 
-def collect_start_up_garbage() -> None:
-    """End a start-up run without the garbage collector: one collection, then the survivors (the
-    modules, the model) frozen out of the run's collections, then the collector on again.
+def freeze_start_up_objects() -> None:
+    """End a start-up run without the garbage collector: what it made (the modules, the model)
+    frozen out of the run's collections, then the collector on again.
+
+    No collection first: one took 0.5-0.6 s over the start-up's 950,000 objects (base, 2 vCPUs
+    of a Zen 4) and found 5,000 unreachable ones (closures, frames, argparse's formatters; no
+    arrays), which stay frozen with the rest.
 
     A no-op where the collector is on (the start-up did not turn it off: `main` called in-process).
     """
     if gc.isenabled():
         return
-    gc.collect()
     gc.freeze()
     gc.enable()
 

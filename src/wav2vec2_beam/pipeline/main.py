@@ -53,8 +53,8 @@ from wav2vec2_beam.pipeline.console import ProgressDisplay, census_lines
 from wav2vec2_beam.pipeline.dataflow_job import job_file_path, write_job_file
 from wav2vec2_beam.pipeline.lifecycle import (
     Interrupted,
-    collect_start_up_garbage,
     forwarded_stderr,
+    freeze_start_up_objects,
     interruption,
     stop_children,
     stop_on_signals,
@@ -292,7 +292,7 @@ def check_and_run(options: PipelineOptions, config: RunConfig, run_id: str) -> i
     with held_native_stderr() as held:
         try:
             config, model, hidden_layers, decoding = load_checked_model(config)
-            collect_start_up_garbage()
+            freeze_start_up_objects()
         except OptionsError as error:
             refusal = (EXIT_BAD_OPTIONS, f"error: {error}")
         except ModelLoadError as error:
