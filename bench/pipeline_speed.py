@@ -6,7 +6,8 @@
 1. Writes a corpus of 16 kHz FLAC files with a LibriSpeech-like length mix (2-35 s, mean about
    12 s) of the repository's synthetic speech (tests/fixtures/synthetic_audio.py).
 2. Bare model: `Wav2Vec2Runner` over the same audio, already decoded and normalized, in
-   duration-sorted batches: audio-seconds per second of model time alone.
+   duration-sorted batches, in a process of its own: audio-seconds per second of model time
+   alone.
 3. Pipeline: `python -m wav2vec2_beam` on the DirectRunner in a fresh process: audio-seconds per second
    of the whole process's wall time (Python's start, imports, the checkpoint check, every stage),
    and of the run alone (summary.json's wall_seconds), peak RSS, and the padding waste.
@@ -79,6 +80,22 @@ def write_corpus(folder: Path, total_s: float) -> list[Path]:
 
 
 def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precision: str) -> float:
+    """Our model alone, in a fresh process as every other side runs: a bench process holding a
+    loaded TensorFlow while the pipeline ran beside it slowed that run (2-file corpus, bf16, 3
+    interleaved pairs on a Zen 4: 10.1 s on average against 9.1 s with the model in a process
+    of its own)."""
+    args = [checkpoint, str(batch_size), precision, *map(str, paths)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.pipeline_speed", "--bare_model", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _bare_model_here(checkpoint: str, paths: list[str], batch_size: int, precision: str) -> float:
     from wav2vec2_beam.models import Wav2Vec2Runner, load_model
 
     model = load_model(checkpoint)
@@ -234,6 +251,10 @@ def run_pipeline(inputs: str, checkpoint: str, output: Path, extra: list[str]) -
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--bare_model"]:  # one side of the bench, in its own process
+        checkpoint, batch_size, precision, *paths = sys.argv[2:]
+        print(_bare_model_here(checkpoint, paths, int(batch_size), precision))
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", default=str(REPO / "bench" / "checkpoints" / "base"))
     parser.add_argument("--minutes", type=float, default=10.0)
