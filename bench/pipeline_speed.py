@@ -81,9 +81,9 @@ def write_corpus(folder: Path, total_s: float) -> list[Path]:
 
 def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precision: str) -> float:
     """Our model alone, in a fresh process as every other side runs: a bench process holding a
-    loaded TensorFlow while the pipeline ran beside it slowed that run (2-file corpus, bf16, 3
-    interleaved pairs on a Zen 4: 10.1 s on average against 9.1 s with the model in a process
-    of its own)."""
+    loaded TensorFlow slowed the processes it started, the PyTorch peer most (5 min, fp32, 3
+    interleaved pairs on a Zen 4: 5.86 against 8.08 audio-s/s on average; our pipeline over 2
+    files, bf16: 10.1 against 9.1 s)."""
     args = [checkpoint, str(batch_size), precision, *map(str, paths)]
     done = subprocess.run(
         [sys.executable, "-m", "bench.pipeline_speed", "--bare_model", *args],
