@@ -86,13 +86,21 @@ def bare_model_speed(checkpoint: str, paths: list[Path], batch_size: int, precis
     files, bf16: 10.1 against 9.1 s)."""
     args = [checkpoint, str(batch_size), precision, *map(str, paths)]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.pipeline_speed", "--bare_model", *args],
+        [sys.executable, "-c", _BARE, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     )
     return float(done.stdout.strip().splitlines()[-1])
+
+
+_BARE = """
+import sys
+from bench.pipeline_speed import _bare_model_here
+checkpoint, batch_size, precision, *paths = sys.argv[1:]
+print(_bare_model_here(checkpoint, paths, int(batch_size), precision))
+"""
 
 
 def _bare_model_here(checkpoint: str, paths: list[str], batch_size: int, precision: str) -> float:
@@ -251,10 +259,6 @@ def run_pipeline(inputs: str, checkpoint: str, output: Path, extra: list[str]) -
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--bare_model"]:  # one side of the bench, in its own process
-        checkpoint, batch_size, precision, *paths = sys.argv[2:]
-        print(_bare_model_here(checkpoint, paths, int(batch_size), precision))
-        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", default=str(REPO / "bench" / "checkpoints" / "base"))
     parser.add_argument("--minutes", type=float, default=10.0)
