@@ -57,10 +57,8 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
     # The tensors each stage sees inside the model (one forward pass, stage by stage).
     conv_outputs = []
     x = tf.cast(values, tf.float32)
-    for index, layer in enumerate(main.feature_extractor.conv_layers):
-        x = layer(x, None)
-        if index == 0:  # as the model does: the first layer runs in float32
-            x = tf.cast(x, dtype)
+    for layer in main.feature_extractor.conv_layers:
+        x = layer(x, None, dtype)  # as the model does: the first layer takes float32
         conv_outputs.append(x)
     projected, _ = main.feature_projection(x)
     hidden = projected + main.encoder.pos_conv_embed(projected)
@@ -81,7 +79,7 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
         "  its activations alone": timed(lambda: [conv_gelu(out) for out in conv_outputs]),
     }
     stages["  its first layer (convolution, norm, activation)"] = timed(
-        lambda: first(tf.cast(values, tf.float32), None)
+        lambda: first(tf.cast(values, tf.float32), None, dtype)
     )
     stages.update(
         {

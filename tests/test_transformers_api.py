@@ -39,6 +39,11 @@ DEMO = MODEL_DIR
 ATTENTIONS = dict(np.load(REFERENCE / "attentions.npz"))
 LM_REFERENCE = json.loads((REFERENCE / "lm_decode.json").read_text())
 LM_LOGITS = np.load(REFERENCE / "lm_decode.npz")
+#: A traced model (SavedModel, functional API) against the same model called eagerly, relative to
+#: the largest logit: traced, Grappler folds the first convolution's and the feed-forward blocks'
+#: GELU into oneDNN's products, whose rounding differs from the separate ops run eagerly (6.6e-7
+#: measured on these inputs; each side stays within 1.6e-6 of the reference).
+GRAPH_VS_EAGER = 2e-6
 
 # --- the config ----------------------------------------------------------------------------
 
@@ -214,7 +219,9 @@ def test_savedmodel_export_reloads_to_the_same_logits(tmp_path, tf_base) -> None
     mask = INPUTS["batch_attention_mask"].astype(np.int32)
     served = serve(input_values=tf.constant(values), attention_mask=tf.constant(mask))
     direct = tf_base(values, attention_mask=mask).logits
-    np.testing.assert_allclose(served["logits"].numpy(), direct.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        served["logits"].numpy(), direct.numpy(), atol=GRAPH_VS_EAGER * np.abs(direct).max()
+    )
     again = TFWav2Vec2ForCTC.from_pretrained(tmp_path)  # the weights beside it load too
     # (within float32 rounding: the positional convolution is saved weight-normed, as g and v)
     np.testing.assert_allclose(again(values, attention_mask=mask).logits, direct, atol=1e-5)
@@ -231,7 +238,9 @@ def test_the_functional_api_and_keras_files(tmp_path, tf_base) -> None:
         "attention_mask": INPUTS["batch_attention_mask"].astype(np.int32),
     }
     expected = tf_base(batch).logits.numpy()
-    np.testing.assert_allclose(functional.predict(batch, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        functional.predict(batch, verbose=0), expected, atol=GRAPH_VS_EAGER * np.abs(expected).max()
+    )
     tf_base.save_weights(tmp_path / "weights.h5")
     fresh = TFWav2Vec2ForCTC.from_config(tf_base.get_config())
     fresh.load_weights(tmp_path / "weights.h5")
