@@ -23,10 +23,10 @@
 Prints one JSON object.
 
 `--isa avx2` runs every side as an AVX2-only CPU would (no AVX-512, no bf16) on a CPU that has
-more: TensorFlow's and PyTorch's oneDNN, PyTorch's own kernels and its MKL are capped through their
-switches (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS). ONNX Runtime has no
-such switch (MLAS picks its kernels from CPUID), so it keeps AVX-512: the comparison then favours
-it, never us.
+more: TensorFlow's and PyTorch's oneDNN, PyTorch's own kernels and its MKL, and the XLA code of our
+convolutions' epilogues are capped through their switches (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY,
+MKL_ENABLE_INSTRUCTIONS, XLA_FLAGS). ONNX Runtime has no such switch (MLAS picks its kernels from
+CPUID), so it keeps AVX-512: the comparison then favours it, never us.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ ISA_CAPS = {
         "ONEDNN_MAX_CPU_ISA": "AVX2",
         "ATEN_CPU_CAPABILITY": "avx2",
         "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        # XLA's code for our convolutions' epilogues (its own vectors are 256 bits wide by
+        # default, but it may still pick AVX-512 instructions on them)
+        "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
     }
 }
 
