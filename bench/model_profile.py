@@ -5,7 +5,7 @@
 
 Each stage runs as its own `tf.function` on the input it gets inside the model (captured from one
 forward pass of random audio), once to trace and then `--runs` times; the best time is kept. The
-stages: the convolution stack (and, inside it, its activations and its first layer), the
+stages: the convolution stack (and, inside it, its epilogues and its first layer), the
 feature projection, the positional convolution, attention, the feed-forward blocks
 (and their activation), the layer norms, the CTC head, and the whole model in one function. Parts
 timed alone do not add up exactly to the whole (one function fuses and schedules across them), so
@@ -45,7 +45,7 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
 
     import tensorflow as tf
 
-    from wav2vec2_beam.models.tf_layers import _activation, _fusable_activation
+    from wav2vec2_beam.models.tf_layers import _fusable_activation
 
     model = load_model(checkpoint)
     config = model.config
@@ -65,8 +65,8 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
     layers = main.encoder.layers
     intermediate_dense = layers[0].feed_forward.intermediate_dense
     gelu = _fusable_activation(config.hidden_act)
-    conv_gelu = _activation(config.feat_extract_activation)
-    first = main.feature_extractor.conv_layers[0]
+    conv_layers = main.feature_extractor.conv_layers
+    first = conv_layers[0]
 
     def timed(call: Callable[[], object]) -> float:
         return _best_seconds(tf.function(call), runs)
@@ -76,7 +76,12 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
         "conv stack (7 convolutions, norm, activations)": timed(
             lambda: main.feature_extractor(values, None)
         ),
-        "  its activations alone": timed(lambda: [conv_gelu(out) for out in conv_outputs]),
+        "  its epilogues alone (layers after the first)": timed(
+            lambda: [
+                layer.epilogue(out, dtype)
+                for layer, out in zip(conv_layers[1:], conv_outputs[1:], strict=True)
+            ]
+        ),
     }
     stages["  its first layer (convolution, norm, activation)"] = timed(
         lambda: first(tf.cast(values, tf.float32), None, dtype)

@@ -354,6 +354,11 @@ class ConvLayer(Layer):
                 lambda: _convolved_as_products(x, kernel, self.stride),
                 lambda: tf.nn.conv1d(x, kernel, stride=self.stride, padding="VALID"),
             )
+        return self.epilogue(x, dtype)
+
+    def epilogue(self, x: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        """What follows the convolution (its bias, layer norm, activation), on its output `x`,
+        returned in `dtype` (not for the group-norm layer, whose epilogue is in its product)."""
         bias = None if self.bias is None else self._typed(self.bias, x.dtype)
         norm = (self.norm_weight, self.norm_bias) if self.norm == "layer" else None
         if _compiled_epilogues_pay():
