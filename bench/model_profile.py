@@ -76,6 +76,7 @@ def profile(checkpoint: str, batch: int, seconds: float, precision: str, runs: i
         "conv stack (7 convolutions, norm, activations)": timed(
             lambda: main.feature_extractor(values, None)
         ),
+        # on each layer's output rather than its convolution's: the same shape and type
         "  its epilogues alone (layers after the first)": timed(
             lambda: [
                 layer.epilogue(out, dtype)

@@ -296,12 +296,14 @@ def main() -> None:
     parser.add_argument(
         "--isa",
         choices=sorted(ISA_CAPS),
-        help="cap TensorFlow's and PyTorch's kernels to this instruction set (ONNX Runtime "
-        "cannot be capped and keeps what the CPU has)",
+        help="cap TensorFlow's, XLA's and PyTorch's kernels to this instruction set (ONNX "
+        "Runtime cannot be capped and keeps what the CPU has)",
     )
     args = parser.parse_args()
     if args.isa:
-        os.environ.update(ISA_CAPS[args.isa])
+        caps = dict(ISA_CAPS[args.isa])
+        caps["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {caps['XLA_FLAGS']}".strip()
+        os.environ.update(caps)
     memory_checkpoint = args.memory_checkpoint or args.checkpoint
 
     report: dict[str, object] = {

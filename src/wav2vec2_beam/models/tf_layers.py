@@ -361,7 +361,7 @@ class ConvLayer(Layer):
         returned in `dtype` (not for the group-norm layer, whose epilogue is in its product)."""
         bias = None if self.bias is None else self._typed(self.bias, x.dtype)
         norm = (self.norm_weight, self.norm_bias) if self.norm == "layer" else None
-        if _compiled_epilogues_pay():
+        if _cpu_forms_pay():
             epilogue = _compiled_epilogue(self.activation_name, dtype)
             return _in_row_chunks(lambda rows: epilogue(rows, bias, norm), x, dtype)
         return _conv_epilogue(x, bias, norm, self.activation, dtype)
@@ -379,10 +379,11 @@ class ConvLayer(Layer):
         10 s), and a norm over its time axis would take six passes over it. But with one input
         channel the output is linear in each frame's `kernel_size` samples, so its mean and
         variance per channel follow from the mean and covariance of those samples (k x k per
-        item, in float64), and the norm folds into a per-item kernel and shift: one batched
-        product writes the normalized output. (The convolution's bias cancels in the norm.)
-        Measured on a Zen 4 CPU, 8 x 10 s of base with masks, this layer and its cast to
-        bfloat16: 0.37 s as a convolution followed by the norm, 0.16 s this way.
+        item, in float64), and the norm folds into a per-item kernel and shift: one product per
+        item writes the normalized, activated output (`_per_item_products`; on a GPU one batched
+        product). (The convolution's bias cancels in the norm.) Measured on a Zen 4 CPU, 8 x 10 s
+        of base with masks, this layer and its cast to bfloat16: 0.37 s as a convolution followed
+        by the norm, 0.16 s as a batched product.
         """
         frames = tf.signal.frame(tf.cast(samples, tf.float32), self.kernel_size, self.stride)
         frames64 = tf.cast(frames, tf.float64)  # (B, T, k)
@@ -401,9 +402,11 @@ class ConvLayer(Layer):
         scale = tf.cast(self.norm_weight, tf.float64) * tf.math.rsqrt(variance + 1e-5)
         shift = tf.cast(self.norm_bias, tf.float64) - tf.matmul(mean, kernel)[:, 0] * scale
         item_kernels = tf.cast(kernel[None] * scale[:, None, :], tf.float32)  # (B, k, C)
-        return _per_item_products(
-            frames, item_kernels, tf.cast(shift, tf.float32), self.fusable_activation, dtype
-        )
+        shift = tf.cast(shift, tf.float32)
+        if _cpu_forms_pay():
+            return _per_item_products(frames, item_kernels, shift, self.fusable_activation, dtype)
+        products = tf.matmul(frames, item_kernels) + shift[:, None, :]
+        return tf.cast(self.activation(products), dtype)
 
 
 def _conv_epilogue(
@@ -453,6 +456,8 @@ def _in_row_chunks(
     channels = x.shape[-1]
     rows = tf.reshape(x, [-1, channels])
     count = tf.shape(rows)[0]
+    if tf.get_static_value(count) == 0:  # an eager TensorArray cannot concatenate no chunks
+        return tf.zeros(tf.shape(x), dtype)
     chunks = (count + _CHUNK_ROWS - 1) // _CHUNK_ROWS
     outputs = tf.TensorArray(dtype, size=chunks, element_shape=[_CHUNK_ROWS, channels])
 
@@ -466,12 +471,13 @@ def _in_row_chunks(
 
 
 @functools.cache
-def _compiled_epilogues_pay() -> bool:
-    """Whether the convolutions' epilogues run XLA-compiled in chunks (`_in_row_chunks`): on
-    the CPU, where each of TensorFlow's element-wise kernels is a pass over memory. Measured
-    on 2 vCPUs of a Xeon with AMX, GELU over 8 x 8000 x 512 bfloat16: 88 ms as TensorFlow's
-    kernels, 40 ms compiled. Where a GPU takes the work nothing was measured, so the graph stays
-    as it was."""
+def _cpu_forms_pay() -> bool:
+    """Whether the convolution stack takes its CPU forms: the first layer one item at a time
+    (`_per_item_products`) and the other layers' epilogues XLA-compiled in chunks
+    (`_in_row_chunks`). On the CPU each of TensorFlow's element-wise kernels is a pass over
+    memory: on 2 vCPUs of a Xeon with AMX, GELU over 8 x 8000 x 512 bfloat16 took 88 ms as
+    TensorFlow's kernels and 40 ms compiled. Where a GPU takes the work nothing was measured, so
+    the graph stays as it was."""
     return not tf.config.list_logical_devices("GPU")
 
 
@@ -492,15 +498,19 @@ def _per_item_products(
     8 x 10 s, 2 vCPUs of a Xeon with AMX, 389 ms batched against 198 ms this way (with the cast
     to bfloat16 after it).
     """
-    items = tf.shape(frames)[0]
-    outputs = tf.TensorArray(dtype, size=items, element_shape=[None, kernels.shape[-1]])
+    items, count = tf.shape(frames)[0], tf.shape(frames)[1]
+    channels = kernels.shape[-1]
+    if tf.get_static_value(items) == 0:  # an eager TensorArray cannot concatenate no items
+        return tf.zeros([0, count, channels], dtype)
+    outputs = tf.TensorArray(dtype, size=items, element_shape=[None, channels])
 
     def one_item(index: tf.Tensor, done: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
         product = tf.nn.bias_add(tf.matmul(frames[index], kernels[index]), shifts[index])
         return index + 1, done.write(index, tf.cast(activation(product), dtype))
 
     _, outputs = tf.while_loop(lambda index, _: index < items, one_item, (0, outputs))
-    return outputs.stack()
+    # (concatenated and reshaped: a traced stack of no items needs the time axis's size)
+    return tf.reshape(outputs.concat(), [items, count, channels])
 
 
 @functools.cache
